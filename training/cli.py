@@ -1,0 +1,24 @@
+"""The ``lofi-train`` command: argument parsing and dispatch to the training modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from lofi_live.cli import build_parser, dispatch
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("training.corpus", "tokenize every MIDI file below a folder into a corpus file"),
+    "fit": ("training.fit", "train a Keras LSTM on a corpus, with checkpoints and curves"),
+    "export": ("training.export", "export a trained run to ONNX with its vocabulary and metadata"),
+    "sweep": ("training.sweep", "generate a continuation from every checkpoint of a run"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("lofi-train", COMMANDS, "Train LoFi continuation models on MIDI files.", argv)
+    return dispatch(parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
