@@ -1,0 +1,635 @@
+"""Loading and checking an exported model (ONNX + JSON), provider choice, window and step predictors.
+
+The contract is ``docs/MODEL_FORMAT.md``. Loading never trusts the files: the JSON is validated field by
+field, each ONNX file must match the SHA-256 recorded in the JSON, and the graphs' inputs and outputs must
+agree with the JSON (names, element types, window length, vocabulary size). Every problem becomes a
+one-line :class:`LofiError` naming the file and the reason.
+
+Two predictors:
+
+* :meth:`Model.window_probs` runs the window graph on a batch of windows (evaluation, bench, fallback);
+* :meth:`Model.stepper` returns a :class:`Stepper`: O(1) per token through the step graph, carrying the
+  LSTM states between calls (or, for a model without a step graph, a :class:`WindowStepper` that runs the
+  window graph on the last ``window`` tokens each step).
+
+Provider choice (``provider=``): ``"cpu"``; ``"cuda"`` (a :class:`LofiError` when CUDA cannot be used);
+``"auto"``: CUDA is only considered when onnxruntime offers the CUDA provider, the NVIDIA driver and
+the provider's libraries load (checked with ``ctypes``, so a CPU-only machine logs nothing) and a session
+really initialises on it; it is then timed against the CPU on batch-1 steps of the live graph and the
+faster one is used (for small LSTMs that is the CPU: a kernel launch and a host/device copy per step
+cost more than the whole step on one core).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import time
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lofi_live import tokens as token_rules
+from lofi_live.errors import LofiError
+
+#: Environment variable naming the model used when ``--model`` is not given.
+MODEL_ENV = "LOFI_LIVE_MODEL"
+ROOT = Path(__file__).resolve().parent.parent
+SUPPORTED_FORMAT = 1
+ENCODINGS = ("index", "scaled")
+PROVIDERS = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def default_model_path() -> Path:
+    """``<repo>/exported_models/lofi``, or the path in ``$LOFI_LIVE_MODEL`` when it is set."""
+    override = os.environ.get(MODEL_ENV, "").strip()
+    return Path(override).expanduser() if override else ROOT / "exported_models" / "lofi"
+
+
+def resolve_model_path(arg: str | os.PathLike | None = None) -> Path:
+    """The ``NAME.json`` of a model given as ``NAME``, ``NAME.json``, ``NAME.onnx`` or ``NAME.step.onnx``.
+
+    A folder holding exactly one ``*.json`` model is accepted too. ``None`` means the default model.
+    """
+    path = Path(arg).expanduser() if arg not in (None, "") else default_model_path()
+    if path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) == 1:
+            return found[0]
+        raise LofiError(f"{path}: a folder; give the model as NAME, NAME.json or NAME.onnx")
+    name = path.name
+    for suffix in (".step.onnx", ".onnx", ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".json")
+
+
+def _fail(where: Path | str, reason: str) -> LofiError:
+    return LofiError(f"{where}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------
+# Providers
+
+
+def _ort():
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # errors only: no provider warnings on CPU-only machines
+    return ort
+
+
+@lru_cache(maxsize=1)
+def cuda_problem() -> str | None:
+    """Why CUDA cannot be used here (``None`` when it can), found without ONNX Runtime's error spam."""
+    ort = _ort()
+    if _CUDA not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
+    try:
+        driver = ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
+    except OSError:
+        return "no NVIDIA driver (libcuda) found"
+    count = ctypes.c_int(0)
+    try:
+        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+            return "the NVIDIA driver reports no usable GPU"
+    except AttributeError:
+        return "the NVIDIA driver library is not usable"
+    capi = Path(ort.__file__).parent / "capi"
+    library = capi / ("libonnxruntime_providers_cuda.so" if os.name != "nt" else "onnxruntime_providers_cuda.dll")
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as first:
+        try:  # CUDA/cuDNN from the nvidia-* pip packages, when installed
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ort.preload_dlls(msvc=False)
+            ctypes.CDLL(str(library))
+        except Exception:  # noqa: BLE001 - any failure means the same thing: no CUDA
+            return f"the CUDA libraries onnxruntime needs are missing ({str(first).split(':')[0]})"
+    return None
+
+
+def _session_options(threads: int):
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads == 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _session(data: bytes, where: Path, provider: str, threads: int):
+    """An InferenceSession on ``provider`` ("cpu"/"cuda"); a broken graph becomes a LofiError."""
+    ort = _ort()
+    providers = [_CUDA, _CPU] if provider == "cuda" else [_CPU]
+    try:
+        session = ort.InferenceSession(data, sess_options=_session_options(threads), providers=providers)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise _fail(where, f"not a valid ONNX graph, truncated or damaged ({reason})") from None
+    if provider == "cuda" and session.get_providers()[0] != _CUDA:
+        raise _fail(where, "the CUDA provider did not initialise")
+    return session
+
+
+# --------------------------------------------------------------------------------------------
+# JSON checks
+
+
+def _require(meta: dict, key: str, kind: type | tuple, where: Path) -> Any:
+    if key not in meta:
+        raise _fail(where, f"missing field {key!r}")
+    value = meta[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise _fail(where, f"field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        onnx = path.with_suffix(".onnx")
+        hint = f" ({onnx.name} exists but its JSON is missing)" if onnx.exists() else ""
+        raise _fail(path, f"no such model{hint}; export one with `lofi-train export RUN -o NAME` or pass --model")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _fail(path, "not a model description (not UTF-8 text)") from None
+    except json.JSONDecodeError as error:
+        raise _fail(path, f"not valid JSON (line {error.lineno}: {error.msg})") from None
+    except OSError as error:
+        raise _fail(path, f"cannot be read ({error.strerror or error})") from None
+    if not isinstance(meta, dict):
+        raise _fail(path, "not a model description (expected a JSON object)")
+    return meta
+
+
+def _check_vocabulary(meta: dict, where: Path) -> list[str]:
+    vocabulary = _require(meta, "vocabulary", list, where)
+    if not vocabulary:
+        raise _fail(where, "empty vocabulary")
+    for token in vocabulary:
+        if not isinstance(token, str):
+            raise _fail(where, f"vocabulary entry {token!r} is not a string")
+        try:
+            token_rules.parse_token(token)
+        except token_rules.TokenError as error:
+            raise _fail(where, f"bad vocabulary entry: {error}") from None
+    if len(set(vocabulary)) != len(vocabulary):
+        raise _fail(where, "vocabulary has duplicate tokens")
+    return list(vocabulary)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_graph(json_path: Path, graph: dict, name: str) -> tuple[Path, bytes]:
+    file = graph.get("file")
+    if not isinstance(file, str) or not file or Path(file).name != file:
+        raise _fail(json_path, f"graphs.{name}.file must be a plain file name beside the JSON")
+    path = json_path.with_name(file)
+    if not path.is_file():
+        raise _fail(path, f"missing ({name} graph named in {json_path.name})")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise _fail(path, f"cannot be read ({error.strerror or error})") from None
+    expected = graph.get("sha256")
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise _fail(json_path, f"graphs.{name}.sha256 is missing or not a SHA-256 hex digest")
+    if _sha256(data).lower() != expected.lower():
+        raise _fail(path, f"checksum differs from {json_path.name} (file changed, truncated or damaged)")
+    return path, data
+
+
+def _dims(node) -> list:
+    """Static dims as ints, symbolic ones as None."""
+    return [d if isinstance(d, int) and d > 0 else None for d in (node.shape or [])]
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+class Model:
+    """An exported model, checked and ready to predict. Create it with :meth:`Model.load`."""
+
+    name: str
+    vocabulary: list[str]
+    index: dict[str, int]
+    window: int
+    grid_beats: float
+    encoding: str
+    meta: dict
+    provider: str
+    path: Path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, provider: str = "auto", window_threads: int = 1) -> "Model":
+        """Load and check ``NAME.json`` and its graphs; ``provider`` is ``auto``, ``cpu`` or ``cuda``.
+
+        Both graphs run on one intra-op thread by default: a batch-1 LSTM step gains nothing from a
+        thread pool, and idle pool threads spinning beside the live engine's own threads cost latency
+        on a 2-core laptop (measured on a busy 2-core machine, `small` preset: the window graph's batch-1
+        p99 was 3.5-5 ms on one thread and 60-110 ms on two). ``window_threads=0`` (all cores) suits
+        batch evaluation.
+        """
+        if provider not in PROVIDERS:
+            raise LofiError(f"unknown provider {provider!r} (choose from {', '.join(PROVIDERS)})")
+        if provider == "cuda" and (problem := cuda_problem()):
+            raise LofiError(f"--provider cuda: CUDA is not usable here: {problem}")
+        json_path = resolve_model_path(path)
+        meta = _read_json(json_path)
+        self = cls.__new__(cls)
+        self.path, self.meta = json_path, meta
+        fmt = meta.get("format", SUPPORTED_FORMAT)
+        if fmt != SUPPORTED_FORMAT:
+            raise _fail(json_path, f"model format {fmt!r} is not supported (this runtime reads format 1)")
+        self.name = str(meta.get("name") or json_path.stem)
+        self.vocabulary = _check_vocabulary(meta, json_path)
+        self.index = {token: i for i, token in enumerate(self.vocabulary)}
+        self.window = _require(meta, "window", int, json_path)
+        if not 1 <= self.window <= 4096:
+            raise _fail(json_path, f"window {self.window} out of range")
+        self.grid_beats = float(meta.get("grid_beats", token_rules.GRID_BEATS))
+        if not 0 < self.grid_beats <= 16:
+            raise _fail(json_path, f"grid_beats {self.grid_beats} out of range")
+        self.encoding = meta.get("input_encoding", "index")
+        if self.encoding not in ENCODINGS:
+            raise _fail(json_path, f"unknown input_encoding {self.encoding!r} (expected index or scaled)")
+        graphs = _require(meta, "graphs", dict, json_path)
+        window_graph = graphs.get("window")
+        if not isinstance(window_graph, dict):
+            raise _fail(json_path, "graphs.window is missing")
+        step_graph = graphs.get("step")
+        if step_graph is not None and not isinstance(step_graph, dict):
+            raise _fail(json_path, "graphs.step must be an object")
+        self.seed_windows = self._check_seed_windows(json_path)
+        self._baselines = meta.get("baselines") if isinstance(meta.get("baselines"), dict) else None
+
+        window_file, window_bytes = _read_graph(json_path, window_graph, "window")
+        step_file = step_bytes = None
+        if step_graph is not None:
+            step_file, step_bytes = _read_graph(json_path, step_graph, "step")
+
+        # The live graph decides the provider under "auto".
+        chosen = "cpu"
+        if provider == "cuda":
+            chosen = "cuda"
+        elif provider == "auto" and cuda_problem() is None:
+            chosen = self._time_providers(step_file or window_file, step_bytes or window_bytes, step_graph or window_graph, step_graph is not None)
+        self.provider = chosen
+        self._window_session = _session(window_bytes, window_file, chosen, threads=window_threads)
+        self._window_in, self._window_out = self._check_window_graph(window_file, window_graph)
+        self._step_session = None
+        self.states: list[tuple[str, int]] = []
+        if step_graph is not None:
+            self._step_session = _session(step_bytes, step_file, chosen, threads=1)
+            self._check_step_graph(step_file, step_graph)
+        return self
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def _check_seed_windows(self, where: Path) -> list[list[int]]:
+        windows = self.meta.get("seed_windows", [])
+        if not isinstance(windows, list):
+            raise _fail(where, "seed_windows must be a list of windows")
+        size = len(self.vocabulary)
+        for window in windows:
+            if (
+                not isinstance(window, list)
+                or len(window) != self.window
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in window)
+            ):
+                raise _fail(where, f"seed_windows holds a window that is not {self.window} token indices")
+        return windows
+
+    def _input_spec(self, batch: int, length: int) -> tuple[tuple[int, ...], np.dtype]:
+        if self.encoding == "index":
+            return (batch, length), np.dtype(np.int32)
+        return (batch, length, 1), np.dtype(np.float32)
+
+    def _check_input(self, where: Path, node, name: str, length: int) -> None:
+        if node.name != name:
+            raise _fail(where, f"graph input is {node.name!r}, the JSON says {name!r}")
+        expected = "tensor(int32)" if self.encoding == "index" else "tensor(float)"
+        if node.type != expected:
+            raise _fail(where, f"input {name!r} is {node.type}, but input_encoding {self.encoding!r} needs {expected}")
+        dims = _dims(node)
+        rank = 2 if self.encoding == "index" else 3
+        if len(dims) != rank or (dims[1] is not None and dims[1] != length) or (rank == 3 and dims[2] not in (None, 1)):
+            shape = "[N, %d]" % length if rank == 2 else "[N, %d, 1]" % length
+            raise _fail(where, f"input {name!r} has shape {list(node.shape)}, expected {shape}")
+
+    def _check_window_graph(self, where: Path, graph: dict) -> tuple[str, str]:
+        session = self._window_session
+        in_name, out_name = graph.get("input", "tokens"), graph.get("output", "probs")
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise _fail(where, f"the window graph has {len(inputs)} inputs, expected 1 ({in_name!r})")
+        self._check_input(where, inputs[0], in_name, self.window)
+        names = [o.name for o in outputs]
+        if out_name not in names:
+            raise _fail(where, f"no output {out_name!r} (outputs: {', '.join(names)})")
+        size = len(self.vocabulary)
+        probs = self._run_window(np.zeros((1, self.window), np.int64), session, in_name, out_name)
+        if probs.shape != (1, size):
+            raise _fail(where, f"output size {probs.shape[-1]} differs from the vocabulary size {size} in {self.path.name}")
+        if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1) > 1e-3:
+            raise _fail(where, "output is not a probability distribution (softmax)")
+        self._window_batch_fixed = _dims(inputs[0])[0]
+        return in_name, out_name
+
+    def _check_step_graph(self, where: Path, graph: dict) -> None:
+        session = self._step_session
+        in_name, out_name = graph.get("input", "token"), graph.get("output", "probs")
+        states = graph.get("states")
+        if not isinstance(states, list) or not states:
+            raise _fail(self.path, "graphs.step.states must list the LSTM states, e.g. [['h0', 256], ['c0', 256]]")
+        for item in states:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int) and item[1] > 0):
+                raise _fail(self.path, f"graphs.step.states entry {item!r} is not [name, units]")
+        inputs = {node.name: node for node in session.get_inputs()}
+        expected_inputs = [in_name] + [name for name, _ in states]
+        if sorted(inputs) != sorted(expected_inputs):
+            raise _fail(where, f"step graph inputs are {sorted(inputs)}, the JSON says {sorted(expected_inputs)}")
+        self._check_input(where, inputs[in_name], in_name, 1)
+        for name, units in states:
+            node = inputs[name]
+            dims = _dims(node)
+            if node.type != "tensor(float)" or len(dims) != 2 or dims[1] not in (None, units):
+                raise _fail(where, f"state input {name!r} is {node.type} {list(node.shape)}, expected float [N, {units}]")
+        outputs = [node.name for node in session.get_outputs()]
+        expected_outputs = [out_name] + [f"{name}_out" for name, _ in states]
+        missing = [name for name in expected_outputs if name not in outputs]
+        if missing:
+            raise _fail(where, f"step graph lacks outputs {', '.join(missing)}")
+        self.states = [(name, units) for name, units in states]
+        self._step_in, self._step_out = in_name, out_name
+        self._step_outputs = expected_outputs
+        self._step_batch_fixed = _dims(inputs[in_name])[0]
+        stepper = Stepper(self)
+        probs = stepper.advance(0)
+        if probs.shape != (len(self.vocabulary),):
+            raise _fail(where, f"step output size {probs.shape[-1]} differs from the vocabulary size {len(self.vocabulary)}")
+
+    def _time_providers(self, where: Path, data: bytes, graph: dict, is_step: bool) -> str:
+        """Batch-1 latency of the live graph on CUDA against the CPU; the faster wins (ties: CPU)."""
+        try:
+            cuda = _session(data, where, "cuda", threads=1)
+        except LofiError:
+            return "cpu"
+        cpu = _session(data, where, "cpu", threads=1)
+        feeds = {}
+        for node in cpu.get_inputs():
+            shape = [1] + [d if isinstance(d, int) and d > 0 else 1 for d in (node.shape or [])[1:]]
+            if not is_step and node.name == graph.get("input", "tokens") and len(shape) >= 2:
+                shape[1] = self.window
+            dtype = np.int32 if node.type == "tensor(int32)" else np.int64 if node.type == "tensor(int64)" else np.float32
+            feeds[node.name] = np.zeros(shape, dtype)
+
+        def median(session) -> float:
+            times = []
+            for _ in range(60):
+                start = time.perf_counter()
+                session.run(None, feeds)
+                times.append(time.perf_counter() - start)
+            return float(np.median(times[10:]))
+
+        try:
+            return "cuda" if median(cuda) < median(cpu) else "cpu"
+        except Exception:  # noqa: BLE001 - a CUDA failure at run time: stay on the CPU
+            return "cpu"
+
+    # -- encoding and prediction ----------------------------------------------------------------
+
+    @property
+    def has_step_graph(self) -> bool:
+        return self._step_session is not None
+
+    @property
+    def baselines(self) -> dict | None:
+        return self._baselines
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Token strings -> vocabulary indices; an unknown token becomes the nearest known one.
+
+        A malformed token string (neither a note nor a chord) is skipped, never a crash.
+        """
+        indices = []
+        cache: dict[str, int] = {}
+        for token in tokens:
+            index = self.index.get(token)
+            if index is None:
+                index = cache.get(token)
+                if index is None:
+                    try:
+                        index = self.index[token_rules.nearest_token(token, self.vocabulary)]
+                    except token_rules.TokenError:
+                        index = -1
+                    cache[token] = index
+            if index >= 0:
+                indices.append(index)
+        return indices
+
+    def decode(self, indices: Sequence[int]) -> list[str]:
+        return [self.vocabulary[int(i)] for i in indices]
+
+    def feed(self, windows: np.ndarray) -> np.ndarray:
+        """Token indices shaped ``(N, L)`` -> the graph's input array for this model's encoding."""
+        windows = np.asarray(windows)
+        if self.encoding == "index":
+            return windows.astype(np.int32, copy=False)
+        return (windows.astype(np.float32) / np.float32(len(self.vocabulary)))[..., None]
+
+    def _run_window(self, windows, session=None, in_name=None, out_name=None) -> np.ndarray:
+        session = session or self._window_session
+        return session.run([out_name or self._window_out], {in_name or self._window_in: self.feed(windows)})[0]
+
+    def window_probs(self, windows: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """Next-token probabilities ``(N, V)`` for token-index windows ``(N, window)``."""
+        windows = np.asarray(windows)
+        if windows.ndim == 1:
+            windows = windows[None, :]
+        if windows.ndim != 2 or windows.shape[1] != self.window:
+            raise ValueError(f"windows must be shaped (N, {self.window}), got {windows.shape}")
+        if len(windows) and (windows.min() < 0 or windows.max() >= len(self.vocabulary)):
+            raise ValueError("token index outside the vocabulary")
+        if self._window_batch_fixed == 1:
+            batch = 1
+        parts = [self._run_window(windows[i : i + batch]) for i in range(0, len(windows), batch)]
+        if not parts:
+            return np.zeros((0, len(self.vocabulary)), np.float32)
+        return np.concatenate(parts)
+
+    def stepper(self) -> "Stepper | WindowStepper":
+        """A fresh incremental predictor (step graph when exported, else the window graph)."""
+        return Stepper(self) if self.has_step_graph else WindowStepper(self)
+
+    def __repr__(self) -> str:
+        graph = "step+window" if self.has_step_graph else "window"
+        return f"<Model {self.name!r} V={len(self.vocabulary)} window={self.window} {graph} on {self.provider}>"
+
+
+class Stepper:
+    """Stateful next-token prediction through the step graph: one small graph run per token.
+
+    Context management. The model was trained on ``window``-token windows fed from zero state, so a
+    state carried for ever drifts away from what it learnt. The stepper therefore keeps two states in
+    one batch-2 run: the *primary* state, whose prediction is returned, and a *shadow* state started
+    from zero. Every ``window`` advances the shadow has read exactly the last ``window`` tokens from zero
+    state; it becomes the primary (its prediction at that step equals the window graph's on those
+    tokens) and a new shadow starts from zero. So the context is re-synced from the last ``window``
+    tokens every ``window`` advances, without the latency spike of replaying the window, and always
+    spans between ``window`` and ``2 * window - 1`` tokens. :meth:`reset` rebuilds both from a window.
+    (A step graph exported with a fixed batch of 1 runs the two states one after the other.)
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.window = model.window
+        self._session = model._step_session
+        self._outputs = model._step_outputs
+        self._paired = model._step_batch_fixed != 1
+        rows = 2 if self._paired else 1
+        shape, dtype = model._input_spec(rows, 1)
+        self._token = np.zeros(shape, dtype)
+        self._scale = np.float32(len(model.vocabulary))
+        self._names = [name for name, _ in model.states]
+        self._state = {name: np.zeros((rows, units), np.float32) for name, units in model.states}
+        if not self._paired:
+            self._shadow = {name: np.zeros((1, units), np.float32) for name, units in model.states}
+        self._feeds = {model._step_in: self._token, **self._state}
+        # batch-1 buffers for reset(): replaying a window needs no shadow row
+        self._one_token = np.zeros(model._input_spec(1, 1)[0], dtype)
+        self._one_state = {name: np.zeros((1, units), np.float32) for name, units in model.states}
+        self._one_feeds = {model._step_in: self._one_token, **self._one_state}
+        self._size = len(model.vocabulary)
+        self._history: deque[int] = deque(maxlen=self.window)
+        self._since_sync = 0
+        self.probs = np.full(self._size, 1.0 / self._size, np.float32)
+
+    def _set_token(self, token: int, buffer: np.ndarray | None = None) -> None:
+        if not 0 <= token < self._size:
+            raise ValueError(f"token index {token} outside the vocabulary (0..{self._size - 1})")
+        # the same float32 division as Model.feed, so both graphs see bit-identical inputs
+        target = self._token if buffer is None else buffer
+        target[...] = token if self.model.encoding == "index" else np.float32(token) / self._scale
+
+    def _run(self, feeds: dict) -> list:
+        return self._session.run(self._outputs, feeds)
+
+    def reset(self, window: Sequence[int]) -> np.ndarray:
+        """Rebuild the state from ``window`` (fed from zero state); returns the next-token probabilities.
+
+        A window shorter than the model's is fed as it is; a longer one is cut to its last tokens.
+        """
+        tokens = [int(t) for t in window][-self.window :]
+        if not tokens:
+            raise ValueError("reset needs at least one token")
+        for name in self._names:
+            self._one_state[name][...] = 0.0
+        for token in tokens:
+            self._set_token(token, self._one_token)
+            outputs = self._run(self._one_feeds)
+            for name, value in zip(self._names, outputs[1:]):
+                self._one_state[name][...] = value
+        for name in self._names:
+            self._state[name][0] = self._one_state[name][0]
+            if self._paired:
+                self._state[name][1] = 0.0  # the shadow row starts from zero now
+            else:
+                self._shadow[name][...] = 0.0
+        self._history.clear()
+        self._history.extend(tokens)
+        self._since_sync = 0
+        self.probs = outputs[0][0]
+        return self.probs
+
+    def advance(self, token: int) -> np.ndarray:
+        """Feed one token index and carry the state; returns the next-token probabilities ``(V,)``."""
+        token = int(token)
+        self._set_token(token)
+        self._history.append(token)
+        self._since_sync += 1
+        if self._paired:
+            outputs = self._run(self._feeds)
+            state = self._state
+            resync = self._since_sync >= self.window
+            for name, value in zip(self._names, outputs[1:]):
+                if resync:
+                    state[name][0] = value[1]
+                    state[name][1] = 0.0
+                else:
+                    state[name][...] = value
+            self.probs = outputs[0][1] if resync else outputs[0][0]
+        else:
+            outputs = self._run(self._feeds)
+            shadow = self._run({self.model._step_in: self._token, **self._shadow})
+            resync = self._since_sync >= self.window
+            for name, value, ghost in zip(self._names, outputs[1:], shadow[1:]):
+                self._state[name][...] = ghost if resync else value
+                self._shadow[name][...] = 0.0 if resync else ghost
+            self.probs = shadow[0][0] if resync else outputs[0][0]
+        if resync:
+            self._since_sync = 0
+        return self.probs
+
+    @property
+    def history(self) -> list[int]:
+        """The last ``window`` tokens fed (from :meth:`reset` and :meth:`advance`)."""
+        return list(self._history)
+
+
+class WindowStepper:
+    """The :class:`Stepper` interface for a model without a step graph: the window graph every step."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.window = model.window
+        self._buffer = np.zeros((1, model.window), np.int64)
+        self._size = len(model.vocabulary)
+        self._count = 0
+        self.probs = np.full(self._size, 1.0 / self._size, np.float32)
+
+    def reset(self, window: Sequence[int]) -> np.ndarray:
+        """Use ``window`` as the context; a short one is repeated to fill the model's window."""
+        tokens = [int(t) for t in window][-self.window :]
+        if not tokens:
+            raise ValueError("reset needs at least one token")
+        if any(not 0 <= t < self._size for t in tokens):
+            raise ValueError("token index outside the vocabulary")
+        filled = (tokens * (self.window // len(tokens) + 1))[-self.window :]
+        self._buffer[0] = filled
+        self._count = len(tokens)
+        self.probs = self.model._run_window(self._buffer)[0]
+        return self.probs
+
+    def advance(self, token: int) -> np.ndarray:
+        token = int(token)
+        if not 0 <= token < self._size:
+            raise ValueError(f"token index {token} outside the vocabulary (0..{self._size - 1})")
+        self._buffer[0, :-1] = self._buffer[0, 1:]
+        self._buffer[0, -1] = token
+        self._count += 1
+        self.probs = self.model._run_window(self._buffer)[0]
+        return self.probs
+
+    @property
+    def history(self) -> list[int]:
+        return self._buffer[0, -min(self._count, self.window) :].tolist() if self._count else []
