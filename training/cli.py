@@ -1,7 +1,11 @@
-"""The ``lofi-train`` command: argument parsing and dispatch to the training modules."""
+"""The ``lofi-train`` command: argument parsing and dispatch to the training modules.
+
+The exact command line is handed to the command as ``args.command_line`` (``fit`` records it in run.json).
+"""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Sequence
 
@@ -17,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("lofi-train", COMMANDS, "Train LoFi continuation models on MIDI files.", argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser.set_defaults(command_line=shlex.join(["lofi-train", *words]))
     return dispatch(parser, argv)
 
 

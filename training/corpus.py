@@ -1,0 +1,348 @@
+"""``lofi-train prepare``: MIDI folder -> corpus file of tokens, one entry per MIDI file.
+
+Parsing is music21 with the seed's exact rules, so a model trained here sees the tokens the seed
+saw. music21 is slow (about a second a file), so files are parsed in a process pool, each under a
+time limit, and each result is cached by the SHA-256 of the file's bytes: a rerun only parses what
+changed. A file that fails is listed with its reason and the run goes on. The corpus is JSON (see
+docs/CORPUS_FORMAT.md), never pickle, and keeps file boundaries so windows never straddle two files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from lofi_live.errors import LofiError
+from lofi_live.midifile import check_midi_path, read_midi
+
+CORPUS_FORMAT = 1
+#: Names the tokenization; part of every cache entry (with music21's version), so changing either
+#: invalidates the cache.
+RULES = (
+    "music21 seed rules v1: instrument.partitionByInstrument(midi).parts[0].recurse() when it finds parts, "
+    "else midi.flatten().notes; Note -> str(pitch); Chord -> '.'.join(normalOrder)"
+)
+MIDI_SUFFIXES = (".mid", ".midi")
+DEFAULT_TIMEOUT_S = 120.0
+#: Failure reason of a file that parses but gives no tokens (e.g. its first instrument part is empty).
+NO_NOTES = "no notes or chords in what the seed rules read (first instrument part, else all notes)"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What parsing one file gave: its tokens, or the reason it failed."""
+
+    path: str
+    sha256: str
+    tokens: list[str] | None
+    reason: str | None = None
+    cached: bool = False
+
+
+class ParseTimeout(Exception):
+    """Raised inside a worker by SIGALRM when a file takes longer than the time limit."""
+
+
+def seed_tokens(path: str | os.PathLike) -> list[str]:
+    """The seed's loop over one file: music21 parse, first instrument part or flat notes.
+
+    The seed wrapped ``partitionByInstrument(...).parts[0]`` in a bare try/except and fell back to
+    the flat notes on any error (no parts, or ``None`` returned); this does the same.
+    """
+    from music21 import chord, converter, instrument, note
+
+    midi = converter.parse(str(path))
+    try:
+        notes_to_parse = instrument.partitionByInstrument(midi).parts[0].recurse()
+    except Exception:  # noqa: BLE001 - the seed's bare except: any failure means "no parts"
+        notes_to_parse = midi.flatten().notes
+    tokens: list[str] = []
+    for element in notes_to_parse:
+        if isinstance(element, note.Note):
+            tokens.append(str(element.pitch))
+        elif isinstance(element, chord.Chord):
+            tokens.append(".".join(str(n) for n in element.normalOrder))
+    return tokens
+
+
+def default_cache_dir() -> Path:
+    """``$LOFI_LIVE_CACHE`` when set, else ``~/.cache/lofi-live/tokens``."""
+    override = os.environ.get("LOFI_LIVE_CACHE")
+    return Path(override) if override else Path.home() / ".cache" / "lofi-live" / "tokens"
+
+
+def find_midi_files(folder: Path) -> list[Path]:
+    """Every ``*.mid``/``*.midi`` below ``folder`` (any case), sorted by relative path."""
+    if not folder.exists():
+        raise LofiError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise LofiError(f"{folder}: not a folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise LofiError(f"{folder}: folder cannot be read (permission denied)")
+    files = sorted(
+        (p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+    if not files:
+        raise LofiError(f"{folder}: no .mid or .midi files found")
+    return files
+
+
+def _cache_file(cache_dir: Path, sha256: str) -> Path:
+    return cache_dir / sha256[:2] / f"{sha256}.json"
+
+
+@lru_cache(maxsize=1)
+def _cache_stamp() -> dict[str, str]:
+    """What a cache entry must match besides the file hash: the rules and music21's version."""
+    try:
+        music21 = metadata.version("music21")
+    except metadata.PackageNotFoundError:
+        music21 = "absent"
+    return {"rules": RULES, "music21": music21}
+
+
+def _read_cache(cache_dir: Path | None, sha256: str) -> list[str] | None:
+    """Cached tokens for a file hash, or None when absent, unreadable or made with other rules."""
+    if cache_dir is None:
+        return None
+    try:
+        entry = json.loads(_cache_file(cache_dir, sha256).read_text())
+    except (OSError, ValueError):
+        return None
+    stamp = _cache_stamp()
+    if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in stamp.items()):
+        return None
+    if not isinstance(entry.get("tokens"), list):
+        return None
+    return [str(t) for t in entry["tokens"]]
+
+
+def _write_cache(cache_dir: Path | None, sha256: str, tokens: list[str]) -> None:
+    """Store tokens atomically; a cache that cannot be written only costs speed, never the run."""
+    if cache_dir is None:
+        return
+    target = _cache_file(cache_dir, sha256)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({**_cache_stamp(), "tokens": tokens}))
+        os.replace(temporary, target)
+    except OSError:
+        pass
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise ParseTimeout
+
+
+def hash_and_lookup(path: str, relpath: str, cache_dir: Path | None) -> FileResult:
+    """Check and hash one file and look it up in the cache; ``tokens`` is None on a miss.
+
+    Runs in the main process: a warm run never starts a parser process or imports music21.
+    """
+    try:
+        check_midi_path(path)
+        data = Path(path).read_bytes()
+    except LofiError as error:
+        return FileResult(relpath, "", None, _reason(error, path))
+    except OSError as error:
+        return FileResult(relpath, "", None, f"cannot be read ({error.strerror or error})")
+    sha256 = hashlib.sha256(data).hexdigest()
+    cached = _read_cache(cache_dir, sha256)
+    if cached is None:
+        return FileResult(relpath, sha256, None)
+    return FileResult(relpath, sha256, cached, None if cached else NO_NOTES, cached=True)
+
+
+def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir: str | None) -> FileResult:
+    """Parse one file with the seed rules under a SIGALRM time limit; every failure becomes a reason.
+
+    Runs in a worker process (or the main thread with one worker). music21 reads some broken files
+    as empty, so a file without tokens is checked with mido to tell "corrupt" from "no notes". A
+    file that parses but holds no notes is cached too (as no tokens), so a rerun skips it.
+    """
+    timed = threading.current_thread() is threading.main_thread()  # signals only reach the main thread
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        tokens = seed_tokens(path)
+    except ParseTimeout:
+        return FileResult(relpath, sha256, None, f"timeout (parsing took over {timeout_s:g} s)")
+    except Exception as error:  # noqa: BLE001 - music21 raises anything on a bad file; report it
+        detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        return FileResult(relpath, sha256, None, f"corrupt MIDI file ({detail})")
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    if not tokens:
+        try:
+            read_midi(path)
+        except LofiError as error:
+            return FileResult(relpath, sha256, None, _reason(error, path))
+    _write_cache(Path(cache_dir) if cache_dir else None, sha256, tokens)
+    return FileResult(relpath, sha256, tokens, None if tokens else NO_NOTES)
+
+
+def _reason(error: LofiError, path: str) -> str:
+    """``"x.mid: empty file"`` -> ``"empty file"``: the corpus names the file itself."""
+    text = str(error)
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def tokenize_files(
+    folder: Path, files: Sequence[Path], workers: int, timeout_s: float, cache_dir: Path | None
+) -> Iterator[FileResult]:
+    """Yield one result per file: cache hits and bad files first, then parses in ``workers`` processes."""
+    misses: list[tuple[str, str, str, float, str | None]] = []
+    for file in files:
+        result = hash_and_lookup(str(file), file.relative_to(folder).as_posix(), cache_dir)
+        if result.tokens is None and result.reason is None:
+            misses.append((str(file), result.path, result.sha256, timeout_s, str(cache_dir) if cache_dir else None))
+        else:
+            yield result
+    if workers <= 1 or len(misses) <= 1:
+        for job in misses:
+            yield parse_file(*job)
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(misses))) as pool:
+        futures = {pool.submit(parse_file, *job): job for job in misses}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                yield FileResult(job[1], job[2], None, "parser process crashed")
+
+
+def prepare(
+    folder: Path,
+    sample: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize a folder into a corpus dictionary (see docs/CORPUS_FORMAT.md)."""
+    files = find_midi_files(folder)
+    if sample is not None and sample < len(files):
+        files = sorted(random.Random(seed).sample(files, sample), key=lambda p: p.relative_to(folder).as_posix())
+    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    results: list[FileResult] = []
+    stream = tokenize_files(folder, files, workers, timeout_s, cache_dir)
+    if progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("tokenizing", total=len(files))
+            for result in stream:
+                results.append(result)
+                bar.advance(task)
+    else:
+        results = list(stream)
+    results.sort(key=lambda r: r.path)
+    return {
+        "format": CORPUS_FORMAT,
+        "source": str(folder.resolve()),
+        "rules": RULES,
+        "files": [{"path": r.path, "sha256": r.sha256, "tokens": r.tokens} for r in results if r.tokens],
+        "failures": [{"path": r.path, "reason": r.reason} for r in results if not r.tokens],
+        "cached_files": sum(r.cached for r in results),
+    }
+
+
+def save_corpus(corpus: dict[str, Any], path: Path) -> None:
+    """Write the corpus as JSON (gzip when the name ends in ``.gz``), atomically."""
+    body = {key: value for key, value in corpus.items() if key != "cached_files"}
+    data = json.dumps(body, separators=(",", ":")).encode()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise LofiError(f"{path}: cannot write corpus ({error.strerror or error})") from None
+
+
+def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a corpus file; any problem is a one-line :class:`LofiError` naming the file."""
+    file = Path(path)
+    if not file.exists():
+        raise LofiError(f"{file}: no such corpus file")
+    if file.is_dir():
+        raise LofiError(f"{file}: is a folder, not a corpus file (make one with lofi-train prepare)")
+    try:
+        data = file.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        corpus = json.loads(data)
+    except OSError as error:
+        raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
+    except (ValueError, EOFError) as error:
+        raise LofiError(f"{file}: not a corpus file (invalid JSON or gzip: {str(error).splitlines()[0]})") from None
+    if (not isinstance(corpus, dict) or corpus.get("format") != CORPUS_FORMAT
+            or not isinstance(corpus.get("files"), list)):
+        raise LofiError(f"{file}: not a corpus file (expected a JSON object with format {CORPUS_FORMAT} and files)")
+    for index, entry in enumerate(corpus["files"]):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("path"), str)
+            or not isinstance(entry.get("tokens"), list)
+            or not all(isinstance(t, str) for t in entry["tokens"])
+        ):
+            raise LofiError(f"{file}: corrupt corpus (file entry {index} needs a path and a list of token strings)")
+    if not corpus["files"]:
+        raise LofiError(f"{file}: corpus holds no tokenized files")
+    return corpus
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder searched for *.mid/*.midi files")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="CORPUS",
+                        help="corpus file to write (.json, or .json.gz for gzip)")
+    parser.add_argument("--sample", type=int, metavar="N", help="tokenize only N files drawn at random")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
+    parser.add_argument("--workers", type=int, metavar="N", help="parser processes (default: all cores)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SEC",
+                        help=f"time limit per file (default {DEFAULT_TIMEOUT_S:g} s)")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help="token cache folder (default $LOFI_LIVE_CACHE or ~/.cache/lofi-live/tokens)")
+    parser.add_argument("--no-cache", action="store_true", help="parse every file, neither read nor write the cache")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sample is not None and args.sample < 1:
+        raise LofiError(f"--sample must be at least 1, not {args.sample}")
+    if args.timeout <= 0:
+        raise LofiError(f"--timeout must be positive, not {args.timeout:g}")
+    cache = None if args.no_cache else (args.cache or default_cache_dir())
+    corpus = prepare(args.data_dir, args.sample, args.seed, args.workers, args.timeout, cache,
+                     progress=sys.stderr.isatty())
+    save_corpus(corpus, args.output)
+    tokens = sum(len(f["tokens"]) for f in corpus["files"])
+    print(f"{args.output}: {len(corpus['files'])} files, {tokens} tokens "
+          f"({corpus['cached_files']} from cache), {len(corpus['failures'])} failed")
+    for failure in corpus["failures"]:
+        print(f"  failed: {failure['path']}: {failure['reason']}")
+    return 0

@@ -1,0 +1,416 @@
+"""``lofi-train fit``: train a preset on one or more corpora, with checkpoints, history and curves.
+
+A run directory holds everything the later steps need, so export and sweep never re-read corpora:
+
+* ``run.json``: vocabulary, window, encoding, preset, corpora, data summary (validation file
+  names included), options, the command line, epochs done, plus the export's ``seed_windows``
+  and ``baselines`` computed from the training tokens;
+* ``weights-improvement-{epoch:02d}-{loss:.4f}.keras``: one checkpoint per improving epoch (the
+  seed's naming; validation loss decides "improving" when there is a validation set);
+* ``last.keras``: the latest epoch with its optimizer state, used to resume;
+* ``history.csv`` and ``curves.png``: loss and accuracy per epoch, training vs validation.
+
+Running ``fit`` again on a run directory resumes it up to ``--epochs`` with the run's own data
+options. ``--init-from`` fine-tunes another run's weights (same preset and vocabulary, e.g. a
+model pre-trained on POP909 fine-tuned on LoFi loops); ``--vocab-from`` / ``--vocab-corpus`` share
+one vocabulary between such runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lofi_live.errors import LofiError
+from training import sequences
+from training.corpus import load_corpus
+from training.presets import PRESETS, compile_model, get_preset
+
+RUN_FORMAT = 1
+CHECKPOINT_RE = re.compile(r"^weights-improvement-(\d+)-([0-9.]+|nan|inf)\.keras$")
+SEED_WINDOWS = 64
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's improvement checkpoints, oldest epoch first."""
+    found = [p for p in run_dir.glob("weights-improvement-*.keras") if CHECKPOINT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    match = CHECKPOINT_RE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """Read a run directory's ``run.json``; a missing or broken one is a one-line error."""
+    if not run_dir.exists():
+        raise LofiError(f"{run_dir}: no such run folder")
+    if not run_dir.is_dir():
+        raise LofiError(f"{run_dir}: not a run folder (expected a folder made by lofi-train fit)")
+    file = run_dir / "run.json"
+    try:
+        run = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise LofiError(f"{file}: missing, {run_dir} is not a run folder made by lofi-train fit") from None
+    except OSError as error:
+        raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
+    except ValueError as error:
+        raise LofiError(f"{file}: corrupt run file ({error})") from None
+    needed = ("vocabulary", "window", "preset", "input_encoding", "options", "epochs_done")
+    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT or any(k not in run for k in needed):
+        raise LofiError(f"{file}: not a lofi-train run file (needs format {RUN_FORMAT} and {', '.join(needed)})")
+    return run
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The last improvement checkpoint (checkpoints are only written when the monitored loss improves)."""
+    found = checkpoints(run_dir)
+    if not found:
+        raise LofiError(f"{run_dir}: run folder holds no weights-improvement-*.keras checkpoint")
+    return found[-1]
+
+
+def load_model(path: Path, compile: bool = False) -> Any:
+    """Load a ``.keras`` checkpoint (with its optimizer state when ``compile``); a bad one is a one-line error."""
+    from training.tfsetup import quiet_keras
+
+    keras = quiet_keras()
+    if not path.is_file():
+        raise LofiError(f"{path}: no such checkpoint file")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types on a bad archive
+        raise LofiError(f"{path}: cannot load Keras checkpoint ({str(error).splitlines()[0][:200]})") from None
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """``history.csv`` as a list of rows (numbers), empty when there is none yet."""
+    file = run_dir / "history.csv"
+    if not file.exists():
+        return []
+    try:
+        with file.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error) as error:
+        raise LofiError(f"{file}: cannot be read ({error})") from None
+    return [{k: _number(v) for k, v in row.items() if _number(v) is not None} for row in rows]
+
+
+def _number(text: str | None) -> float | None:
+    """A CSV cell as a float; Keras writes ``NA`` for a metric it did not have."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def plot_curves(history: Sequence[dict[str, float]], target: Path) -> None:
+    """Loss and accuracy per epoch, training vs validation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            if all(key in row for row in history):
+                axis.plot(epochs, [row[key] for row in history], marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"training curves: {target.parent.name}")
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+
+
+def _corpus_label(path: Path) -> str:
+    """``corpora/pop909.json.gz`` -> ``pop909``: the prefix of file names when several corpora are given."""
+    return path.name.removesuffix(".gz").removesuffix(".json")
+
+
+def _run_of(source: Path) -> dict[str, Any]:
+    """The run.json of a run folder, or of the run folder that holds a checkpoint file."""
+    return load_run(source if source.is_dir() else source.parent)
+
+
+def _vocabulary_of(source: Path) -> list[str]:
+    return list(_run_of(source)["vocabulary"])
+
+
+def build_data(
+    options: dict[str, Any], vocabulary: list[str] | None
+) -> tuple[dict[str, Any], sequences.WindowSet, sequences.WindowSet]:
+    """Corpora -> (run.json data fields, train windows, validation windows) under the given options."""
+    paths = [Path(p) for p in options["corpora"]]
+    corpora = [load_corpus(p) for p in paths]
+    labels = [_corpus_label(p) for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [str(p) for p in paths]
+    files = sequences.corpus_files(corpora, labels)
+    train, val = sequences.split_by_file(files, options["val_fraction"], options["val_files"], options["seed"])
+    if options.get("loop_short"):
+        train, val = sequences.loop_short(train, options["window"]), sequences.loop_short(val, options["window"])
+    train_aug = sequences.augment(train, options["transpose"])
+    if vocabulary is None:
+        extra: list[sequences.TokenFile] = []
+        for path in options["vocab_corpora"]:
+            extra += sequences.augment(sequences.corpus_files([load_corpus(path)], ["vocab"]), options["transpose"])
+        lists = [f.tokens for f in train_aug + val + extra]
+        vocabulary = sequences.build_vocabulary(lists, options["min_count"])
+    window = options["window"]
+    train_windows = sequences.make_windows(train_aug, vocabulary, window)
+    if not len(train_windows):
+        raise LofiError(f"no training file has more than {window} tokens: lower --window or add files")
+    if options["oversample"]:
+        train_windows = sequences.oversample(train_windows, options["oversample"])
+    val_windows = sequences.make_windows(val, vocabulary, window)
+    plain = sequences.make_windows(train, vocabulary, window)
+    picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
+    fields = {
+        "vocabulary": vocabulary,
+        "data": {
+            "corpus": ", ".join(str(p) for p in paths),
+            "corpora": [str(p.resolve()) for p in paths],
+            "files": len(files),
+            "tokens": sum(len(f.tokens) for f in files),
+            "train_files": len(train),
+            "validation_files": [f.name for f in val],
+            "train_windows": len(train_windows),
+            "validation_windows": len(val_windows),
+            "transpose": options["transpose"],
+            "oversample": options["oversample"],
+            "loop_short": bool(options.get("loop_short")),
+            "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
+        },
+        "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
+        "baselines": {
+            "unigram_counts": sequences.unigram_counts(train, vocabulary),
+            "bigram_next": sequences.bigram_next(train, vocabulary),
+        },
+    }
+    return fields, train_windows, val_windows
+
+
+def make_dataset(
+    windows: sequences.WindowSet, encoding: str, vocab: int, batch_size: int, shuffle: bool, seed: int
+) -> Any:
+    """A tf.data pipeline cutting windows out of the flat index array batch by batch."""
+    import tensorflow as tf
+
+    ids = tf.constant(windows.ids)
+    offsets = tf.range(windows.window, dtype=tf.int64)
+    data = tf.data.Dataset.from_tensor_slices(windows.starts)
+    if shuffle:
+        data = data.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
+
+    def cut(starts: Any) -> tuple[Any, Any]:
+        inputs = tf.gather(ids, starts[:, None] + offsets[None, :])
+        targets = tf.gather(ids, starts + windows.window)
+        if encoding == "scaled":
+            inputs = tf.cast(inputs, tf.float32)[..., None] / float(vocab)
+        return inputs, targets
+
+    return data.batch(batch_size).map(cut).prefetch(2)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=1))
+    os.replace(temporary, path)
+
+
+def new_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The data and model options of a new run, as stored in run.json (a resume reuses them)."""
+    return {
+        "corpora": [str(p) for p in args.corpora],
+        "preset": args.preset or (_run_of(args.init_from)["preset"] if args.init_from else "small"),
+        "window": args.window,
+        "transpose": args.transpose,
+        "oversample": args.oversample,
+        "loop_short": args.loop_short,
+        "val_fraction": args.val_fraction,
+        "val_files": args.val_files,
+        "seed": args.seed,
+        "min_count": args.min_count,
+        "vocab_corpora": [str(p) for p in args.vocab_corpus],
+        "init_from": str(args.init_from) if args.init_from else None,
+        "vocab_from": str(args.vocab_from) if args.vocab_from else None,
+    }
+
+
+def shared_vocabulary(vocab_from: Path | None, init_from: Path | None) -> list[str] | None:
+    """The vocabulary imposed by ``--vocab-from`` and/or ``--init-from`` (they must agree), else None."""
+    vocabulary = _vocabulary_of(vocab_from) if vocab_from else None
+    if init_from:
+        init_vocabulary = _vocabulary_of(init_from)
+        if vocabulary is not None and vocabulary != init_vocabulary:
+            raise LofiError(f"{init_from}: its vocabulary differs from that of --vocab-from {vocab_from}")
+        vocabulary = init_vocabulary
+    return vocabulary
+
+
+def fine_tuning_start(source: Path, preset: str, window: int) -> Any:
+    """Another run's best checkpoint (or the given one), recompiled with a fresh optimizer."""
+    checkpoint = source if source.is_file() else best_checkpoint(source)
+    source_run = load_run(checkpoint.parent)
+    if source_run["preset"] != preset or source_run["window"] != window:
+        raise LofiError(f"{checkpoint}: a {source_run['preset']} model with window {source_run['window']} cannot "
+                        f"start a {preset} run with window {window} (use the same --preset and --window)")
+    model = load_model(checkpoint)
+    compile_model(model, "seed" if preset == "seed" else "adam")
+    return model
+
+
+def fit(args: argparse.Namespace) -> int:
+    """Start, resume or fine-tune a run (see the module docstring)."""
+    from training.tfsetup import quiet_keras
+
+    run_dir: Path = args.output
+    stored = load_run(run_dir) if (run_dir / "run.json").exists() else None
+    resume = stored is not None and (run_dir / "last.keras").exists()
+    if stored is not None:
+        options, vocabulary = stored["options"], stored["vocabulary"]
+        print(f"{run_dir}: {'resuming' if resume else 'restarting'} the run at epoch "
+              f"{stored['epochs_done'] if resume else 0} with its own data options")
+    else:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise LofiError(f"{run_dir}: folder exists and is not a run (no run.json): choose another -o")
+        options = new_options(args)
+        vocabulary = shared_vocabulary(args.vocab_from, args.init_from)
+    fields, train_windows, val_windows = build_data(options, vocabulary)
+    preset = get_preset(options["preset"])
+    keras = quiet_keras(options["seed"])
+    vocab = len(fields["vocabulary"])
+    epochs_done = int(stored["epochs_done"]) if resume else 0
+    if resume:
+        model = load_model(run_dir / "last.keras", compile=True)
+    elif options["init_from"]:
+        model = fine_tuning_start(Path(options["init_from"]), preset.name, options["window"])
+        print(f"{run_dir}: fine-tuning from {options['init_from']}")
+    else:
+        model = preset.build(vocab, options["window"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = {
+        "format": RUN_FORMAT,
+        "preset": preset.name,
+        "window": options["window"],
+        "grid_beats": 0.5,
+        "input_encoding": preset.input_encoding,
+        **fields,
+        "options": options,
+        "command": stored["command"] if stored else args.command_line,
+        "resumed_by": [*stored.get("resumed_by", []), args.command_line] if stored else [],
+        "epochs_done": epochs_done,
+        "versions": {"keras": keras.__version__, "tensorflow": _tf_version()},
+    }
+    _write_json(run_dir / "run.json", run)
+    if epochs_done >= args.epochs:
+        print(f"{run_dir}: already trained {epochs_done} epochs; raise --epochs to train more")
+        return 0
+    batch_size = args.batch_size or preset.batch_size
+    # A resumed run shuffles with another seed, so it does not replay the first epochs' order.
+    shuffle_seed = options["seed"] + epochs_done
+    train_data = make_dataset(train_windows, preset.input_encoding, vocab, batch_size, True, shuffle_seed)
+    steps_per_epoch = None
+    if args.epoch_windows and args.epoch_windows < len(train_windows):
+        train_data = train_data.repeat()
+        steps_per_epoch = -(-args.epoch_windows // batch_size)
+    val_data = (make_dataset(val_windows, preset.input_encoding, vocab, batch_size, False, options["seed"])
+                if len(val_windows) else None)
+    monitor = "val_loss" if val_data is not None else "loss"
+    history = read_history(run_dir)
+    best = min((row[monitor] for row in history if monitor in row), default=None)
+    print(f"{run_dir}: {preset.name} preset, vocabulary {vocab}, {len(train_windows)} training windows, "
+          f"{len(val_windows)} validation windows, epochs {epochs_done + 1}..{args.epochs}")
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "weights-improvement-{epoch:02d}-{loss:.4f}.keras"), monitor=monitor, mode="min",
+            save_best_only=True, initial_value_threshold=best,
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        _EpochEnd(run_dir, run, keras),
+    ]
+    model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=epochs_done,
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+              verbose=1 if sys.stdout.isatty() else 2)
+    plot_curves(read_history(run_dir), run_dir / "curves.png")
+    print(f"{run_dir}: best checkpoint {best_checkpoint(run_dir).name}; curves in {run_dir / 'curves.png'}")
+    return 0
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def _EpochEnd(run_dir: Path, run: dict[str, Any], keras: Any) -> Any:
+    """A callback that saves ``last.keras`` and the epoch count after every epoch (for resuming)."""
+
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            self.model.save(run_dir / "last.keras")
+            run["epochs_done"] = epoch + 1
+            run["metrics"] = {k: float(v) for k, v in (logs or {}).items() if math.isfinite(float(v))}
+            _write_json(run_dir / "run.json", run)
+
+    return EpochEnd()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpora", type=Path, nargs="+", metavar="CORPUS", help="corpus files from lofi-train prepare")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="RUN_DIR",
+                        help="run folder (an existing run is resumed)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="default: small, or the --init-from run's preset. "
+                        + "; ".join(f"{k}: {v[2]}" for k, v in PRESETS.items()))
+    parser.add_argument("--epochs", type=int, default=20, help="train until this many epochs in all (default 20)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's, 64)")
+    parser.add_argument("--epoch-windows", type=int, metavar="N",
+                        help="make an epoch N shuffled training windows instead of all of them (large corpora)")
+    parser.add_argument("--window", type=int, default=32, help="tokens per input window (default 32)")
+    parser.add_argument("--transpose", action="store_true", help="add every training file in all 12 keys (-5..+6)")
+    parser.add_argument("--loop-short", action="store_true",
+                        help="repeat files shorter than a window (e.g. 1-bar loops) until they give windows")
+    parser.add_argument("--oversample", type=int, metavar="MAX_CLASS",
+                        help="repeat windows of next tokens seen fewer than MAX_CLASS times up to MAX_CLASS")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of files held out for validation, chosen by a hash of their path (default 0.1)")
+    parser.add_argument("--val-files", metavar="GLOB", help="hold out the files whose corpus path matches GLOB instead "
+                        "(with several corpora the path reads NAME:path, NAME = corpus file name without .json)")
+    parser.add_argument("--min-count", type=int, default=1,
+                        help="keep tokens seen this often; rarer ones become their nearest kept token (default 1)")
+    parser.add_argument("--vocab-corpus", type=Path, action="append", default=[], metavar="CORPUS",
+                        help="also take vocabulary tokens from this corpus (repeatable), e.g. the fine-tuning data")
+    parser.add_argument("--vocab-from", type=Path, metavar="RUN_DIR", help="use the vocabulary of another run")
+    parser.add_argument("--init-from", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="fine-tune: start from another run's best checkpoint (or this .keras file)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the split, shuffling and weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    optional = (args.batch_size, args.epoch_windows)
+    if args.epochs < 1 or args.window < 1 or any(v is not None and v < 1 for v in optional):
+        raise LofiError("--epochs, --window, --batch-size and --epoch-windows must be at least 1")
+    if not 0 <= args.val_fraction < 1:
+        raise LofiError(f"--val-fraction must be in [0, 1), not {args.val_fraction:g}")
+    for source in filter(None, (args.init_from, args.vocab_from)):
+        if not source.exists():
+            raise LofiError(f"{source}: no such run folder or checkpoint")
+    return fit(args)

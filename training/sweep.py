@@ -1,0 +1,92 @@
+"""``lofi-train sweep``: the seed's optional step, a continuation from every checkpoint of a run.
+
+Listening to (and counting) what each epoch's weights generate shows when a model stops looping on
+one chord and when it starts to copy its training data, which the loss alone does not say. Every
+checkpoint continues the same seed window by argmax, as the seed did, so rows compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lofi_live.errors import LofiError
+from lofi_live.midifile import NoteEvent, write_midi
+from lofi_live.tokens import GRID_BEATS, token_pitches
+from training.export import encode_inputs
+from training.fit import checkpoints, load_model, load_run
+
+
+def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, vocab: int) -> list[int]:
+    """The seed's generate loop: predict the next token from the last window, append it, slide."""
+    window = list(seed)
+    out: list[int] = []
+    for _ in range(steps):
+        inputs = encode_inputs(np.asarray([window]), encoding, vocab)
+        index = int(np.argmax(np.asarray(model(inputs, training=False))[0]))
+        out.append(index)
+        window = window[1:] + [index]
+    return out
+
+
+def longest_repeat(tokens: Sequence[str]) -> int:
+    """The longest run of one token repeated back to back."""
+    best = run = 0
+    previous = None
+    for token in tokens:
+        run = run + 1 if token == previous else 1
+        best = max(best, run)
+        previous = token
+    return best
+
+
+def tokens_to_notes(tokens: Sequence[str]) -> list[NoteEvent]:
+    """One token per 0.5-beat grid step; a chord sounds as a voiced chord, every note half a beat long."""
+    return [NoteEvent(step * GRID_BEATS, GRID_BEATS, pitch)
+            for step, token in enumerate(tokens) for pitch in token_pitches(token)]
+
+
+def sweep(run_dir: Path, steps: int, bpm: float) -> Path:
+    """Write ``sweep/<checkpoint>.mid`` per checkpoint and ``sweep.csv``; returns the CSV path."""
+    run = load_run(run_dir)
+    found = checkpoints(run_dir)
+    if not found:
+        raise LofiError(f"{run_dir}: run folder holds no weights-improvement-*.keras checkpoint")
+    vocabulary = run["vocabulary"]
+    seed_windows = run.get("seed_windows") or []
+    if not seed_windows:
+        raise LofiError(f"{run_dir / 'run.json'}: holds no seed window to continue")
+    out_dir = run_dir / "sweep"
+    rows = []
+    for checkpoint in found:
+        model = load_model(checkpoint)
+        indices = continue_argmax(model, seed_windows[0], steps, run["input_encoding"], len(vocabulary))
+        tokens = [vocabulary[i] for i in indices]
+        write_midi(out_dir / f"{checkpoint.stem}.mid", [("model", tokens_to_notes(tokens))], bpm)
+        rows.append({"checkpoint": checkpoint.name, "tokens": " ".join(tokens),
+                     "distinct_tokens": len(set(tokens)), "longest_repeat": longest_repeat(tokens)})
+        print(f"{checkpoint.name}: {len(set(tokens))} distinct tokens, longest repeat {longest_repeat(tokens)}")
+    table = run_dir / "sweep.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder made by lofi-train fit")
+    parser.add_argument("--steps", type=int, default=100, help="tokens generated per checkpoint (default 100)")
+    parser.add_argument("--bpm", type=float, default=80.0, help="tempo written into the .mid files (default 80)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1 or args.bpm <= 0:
+        raise LofiError("--steps must be at least 1 and --bpm positive")
+    table = sweep(args.run_dir, args.steps, args.bpm)
+    print(f"{table}: one row per checkpoint; .mid files in {args.run_dir / 'sweep'}")
+    return 0
