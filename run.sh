@@ -48,7 +48,7 @@ case "${1:-}" in
     ;;
   test)
     shift
-    apt_install jackd:jackd2 jack_midi_dump:jackd2 jack-midi-clock:jack-midi-clock
+    apt_install jackd:jackd2 jack_midi_dump:jackd2 jack_midi_clock:jack-midi-clock
     venv .venv "[train,plot,dev]"
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""

@@ -37,18 +37,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--tokenizer", choices=("auto", "music21", "mido"), default="auto", help="auto = music21 when installed (default)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"), help="ONNX Runtime provider (default auto)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="only the files the model held out for validation (data.validation_files in its JSON)")
 
 
-def tokenize_folder(folder: str | Path, engine: str = "auto") -> tuple[list[str], list[Path], list[str]]:
-    """(token stream, files used, one line per file that failed)."""
+def held_out_names(model) -> set[str]:
+    """The relative paths of the files the model was validated on.
+
+    Corpus file names are ``path`` for one corpus and ``label:path`` for several (see training), so
+    each name is kept both whole and without its first ``label:``.
+    """
+    names = (model.meta.get("data") or {}).get("validation_files") or []
+    if not names:
+        raise LofiError(f"{model.path}: the model records no held-out validation files")
+    return set(names) | {name.split(":", 1)[1] for name in names if ":" in name}
+
+
+def tokenize_folder(
+    folder: str | Path, engine: str = "auto", only: set[str] | None = None
+) -> tuple[list[str], list[Path], list[str]]:
+    """(token stream, files used, one line per file that failed); ``only``: relative paths to keep."""
     from lofi_live.midi_tokens import folder_files, midi_file_tokens
 
     stream: list[str] = []
     used: list[Path] = []
     failed: list[str] = []
     files = folder_files(folder)
+    if only is not None:
+        files = [file for file in files if Path(file).relative_to(folder).as_posix() in only]
     if not files:
-        raise LofiError(f"{folder}: no .mid or .midi files found")
+        raise LofiError(f"{folder}: no {'held-out ' if only is not None else ''}.mid or .midi files found")
     for file in files:
         try:
             stream.extend(midi_file_tokens(file, engine))
@@ -116,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from lofi_live.model import Model
 
     model = Model.load(args.model, provider=args.provider, window_threads=0)  # big batches: all cores
-    stream, used, failed = tokenize_folder(args.data_dir, args.tokenizer)
+    only = held_out_names(model) if args.held_out else None
+    stream, used, failed = tokenize_folder(args.data_dir, args.tokenizer, only)
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
     result = evaluate_stream(model, stream)

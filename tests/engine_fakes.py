@@ -1,0 +1,61 @@
+"""A stand-in model for engine unit tests: deterministic, instant, no ONNX.
+
+The fake predicts "the vocabulary token after the last one" (one-hot), so with temperature 0 the
+engine's choices are predictable: after tokens ``[.., i]`` the model plays ``i + 1``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from lofi_live import tokens as token_rules
+
+VOCABULARY = ["C4", "D4", "E4", "F4", "G4", "A4", "B4", "C5", "0.4.7", "9.0.4", "2.5.9", "7.11.2"]
+
+
+class FakeStepper:
+    def __init__(self, model: "FakeModel"):
+        self.model = model
+        self.window = model.window
+        self.resets = 0
+        self.advances = 0
+
+    def _probs(self, last: int) -> np.ndarray:
+        if self.model.delay:
+            time.sleep(self.model.delay)
+        probs = np.full(len(self.model.vocabulary), 1e-6, np.float32)
+        probs[(last + 1) % len(self.model.vocabulary)] = 1.0
+        return probs / probs.sum()
+
+    def reset(self, window: Sequence[int]) -> np.ndarray:
+        self.resets += 1
+        self.model.seen.append(list(window))
+        return self._probs(int(window[-1]))
+
+    def advance(self, token: int) -> np.ndarray:
+        self.advances += 1
+        return self._probs(int(token))
+
+
+class FakeModel:
+    name = "fake"
+    provider = "cpu"
+
+    def __init__(self, vocabulary: Sequence[str] = VOCABULARY, window: int = 32, delay: float = 0.0):
+        self.vocabulary = list(vocabulary)
+        self.index = {t: i for i, t in enumerate(self.vocabulary)}
+        self.window = window
+        self.delay = delay
+        self.seen: list[list[int]] = []
+        self.steppers: list[FakeStepper] = []
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        return [self.index[token_rules.nearest_token(t, self.vocabulary)] for t in tokens]
+
+    def stepper(self) -> FakeStepper:
+        stepper = FakeStepper(self)
+        self.steppers.append(stepper)
+        return stepper

@@ -1,0 +1,187 @@
+"""Helpers for the real-port tests: a player and a listener on the JACK server, and grid error maths.
+
+Every client gets its own name (JACK renames duplicates), with the test process's PID in it, so
+tests running in parallel on the same server never meet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import mido
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix} {os.getpid()}-{next(_counter)}"
+
+
+def jack_ports() -> list[str]:
+    return subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+
+
+def wait_for_ports(names: Sequence[str], timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        present = set(jack_ports())
+        if all(name in present for name in names):
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"engine exited with {proc.returncode} before its ports appeared:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ports {names} did not appear within {timeout} s (have {sorted(present)})")
+        time.sleep(0.05)
+
+
+def connect(source: str, destination: str) -> None:
+    subprocess.run(["jack_connect", source, destination], check=True, capture_output=True, timeout=10)
+
+
+class Listener:
+    """A virtual input that records ``(perf_counter, message)`` for everything it receives."""
+
+    def __init__(self, backend: str, name: str | None = None):
+        self.name = name or unique("lofi-listen")
+        self.events: list[tuple[float, mido.Message]] = []
+        self._lock = threading.Lock()
+        self.port = mido.Backend(backend).open_input(self.name, virtual=True, client_name=self.name, callback=self._on)
+        self.jack_name = f"{self.name}:{self.name}"
+
+    def _on(self, message: mido.Message) -> None:
+        stamp = time.perf_counter()
+        with self._lock:
+            self.events.append((stamp, message))
+
+    def snapshot(self) -> list[tuple[float, mido.Message]]:
+        with self._lock:
+            return list(self.events)
+
+    def close(self) -> None:
+        self.port.close()
+
+
+class Player:
+    """A virtual output to play notes from."""
+
+    def __init__(self, backend: str, name: str | None = None):
+        self.name = name or unique("lofi-play")
+        self.port = mido.Backend(backend).open_output(self.name, virtual=True, client_name=self.name)
+        self.jack_name = f"{self.name}:{self.name}"
+        self.sent: list[tuple[float, mido.Message]] = []
+
+    def send(self, message: mido.Message) -> None:
+        self.sent.append((time.perf_counter(), message))
+        self.port.send(message)
+
+    def play_phrase(self, pitches: Sequence[int], interval: float, length: float, channel: int = 0) -> None:
+        """Notes ``interval`` seconds apart, each ``length`` long, timed from one start (no drift)."""
+        start = time.perf_counter()
+        for i, pitch in enumerate(pitches):
+            _sleep_until(start + i * interval)
+            self.send(mido.Message("note_on", note=pitch, velocity=80, channel=channel))
+            _sleep_until(start + i * interval + length)
+            self.send(mido.Message("note_off", note=pitch, velocity=0, channel=channel))
+
+    def close(self) -> None:
+        self.port.close()
+
+
+def _sleep_until(when: float) -> None:
+    remaining = when - time.perf_counter()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def note_ons(events, channel: int | None = None) -> list[tuple[float, mido.Message]]:
+    return [(t, m) for t, m in events if m.type == "note_on" and m.velocity > 0 and (channel is None or m.channel == channel)]
+
+
+def onset_times(events, channel: int | None = None) -> list[float]:
+    """Distinct onset times: the notes of one chord arrive together and count once."""
+    times: list[float] = []
+    for t, _ in note_ons(events, channel):
+        if not times or t - times[-1] > 0.02:
+            times.append(t)
+    return times
+
+
+def grid_errors(times: Sequence[float], grid: float, reference: float | None = None) -> list[float]:
+    """Distance (s) of each onset from the nearest multiple of ``grid`` after the reference onset.
+
+    The reference is the first onset unless given, so a constant delivery latency cancels out.
+    """
+    if not times:
+        return []
+    ref = times[0] if reference is None else reference
+    return [abs((t - ref) - round((t - ref) / grid) * grid) for t in times]
+
+
+def grid_errors_fit(times: Sequence[float], grid: float) -> list[float]:
+    """Onset errors against the best-fitting grid phase (median offset), for a fair p99."""
+    if not times:
+        return []
+    ref = times[0]
+    offsets = sorted(((t - ref) - round((t - ref) / grid) * grid) for t in times)
+    phase = offsets[len(offsets) // 2]
+    return [abs((t - ref - phase) - round((t - ref - phase) / grid) * grid) for t in times]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+def unmatched_note_ons(events) -> list[tuple[int, int]]:
+    """``(channel, pitch)`` of notes still sounding at the end of ``events``."""
+    sounding: dict[tuple[int, int], int] = {}
+    for _, m in events:
+        if m.type == "note_on" and m.velocity > 0:
+            sounding[(m.channel, m.note)] = sounding.get((m.channel, m.note), 0) + 1
+        elif m.type in ("note_off", "note_on"):
+            key = (m.channel, m.note)
+            if sounding.get(key):
+                sounding[key] -= 1
+    return [key for key, count in sounding.items() if count > 0]
+
+
+def still_sounding(events) -> list[tuple[int, int]]:
+    """Notes left sounding for a synth that honours All Notes Off (CC 123 ends every note of its channel).
+
+    This is the musical criterion: a note whose note-off JACK dropped (an xrun on a loaded machine
+    loses a message now and then) is still ended by the CC 123 the engine sends when it stops.
+    """
+    sounding: set[tuple[int, int]] = set()
+    for _, m in events:
+        if m.type == "note_on" and m.velocity > 0:
+            sounding.add((m.channel, m.note))
+        elif m.type in ("note_off", "note_on"):
+            sounding.discard((m.channel, m.note))
+        elif m.type == "control_change" and m.control == 123:
+            sounding = {key for key in sounding if key[0] != m.channel}
+    return sorted(sounding)
+
+
+def all_notes_off_channels(events) -> set[int]:
+    return {m.channel for _, m in events if m.type == "control_change" and m.control == 123}
+
+
+def engine_command(model: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lofi_live.cli", "run", "--backend", "jack", "--model", str(model), "--name", name, *extra]
+
+
+def engine_ports(name: str) -> tuple[str, str]:
+    """(the engine's input port to play into, its output port to listen to) on JACK."""
+    return f"{name}:{name}", f"{name} Out:{name}"

@@ -1,0 +1,459 @@
+"""The engine without ports: played notes -> tokens, the window, modes, overload, panic, odd input.
+
+Most tests drive the engine by hand on a simulated clock (120 BPM: a grid step is 0.25 s): input
+messages are handled at their time stamps and each grid boundary is called in order, after the
+look-ahead token is ready. A few run the real engine thread for a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+
+import mido
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_fakes import VOCABULARY, FakeModel
+from lofi_live import tokens as token_rules
+from lofi_live.engine import (
+    Engine,
+    EngineConfig,
+    FeedbackGuard,
+    InferenceWorker,
+    PlayerTokenizer,
+    Timeline,
+    player_step,
+)
+from lofi_live.ports import MalformedMessage, parse_message
+from lofi_live.sampling import Sampler
+
+STEP = 0.25  # seconds per grid step at 120 BPM
+
+
+def on(pitch, channel=0, velocity=80):
+    return mido.Message("note_on", note=pitch, velocity=velocity, channel=channel)
+
+
+def off(pitch, channel=0, zero_velocity=False):
+    if zero_velocity:
+        return mido.Message("note_on", note=pitch, velocity=0, channel=channel)
+    return mido.Message("note_off", note=pitch, velocity=0, channel=channel)
+
+
+class Sim:
+    """An engine on a simulated clock; ``sent`` holds ``(step, message)`` for every output message."""
+
+    def __init__(self, model=None, **config):
+        self.model = model or FakeModel()
+        self.sent: list[tuple[int, mido.Message]] = []
+        cfg = EngineConfig(bpm=120, echo_ms=0, realtime=False, **config)
+        self.engine = Engine(self.model, Sampler(0, None, 0), send=lambda m: self.sent.append((self.engine.step, m)), config=cfg)
+        self.engine.worker = InferenceWorker(self.model, self.engine.sampler, cfg.simulate_slow_ms)
+        self.engine.clock.start(0.0)
+        self.next = 0
+
+    def run(self, until_step: int, events=()) -> None:
+        """Handle ``events`` ``[(seconds, message)]`` and boundaries up to ``until_step`` included."""
+        events = sorted(events, key=lambda e: e[0])
+        engine = self.engine
+        i = 0
+        for step in range(self.next, until_step + 1):
+            t = step * STEP
+            while i < len(events) and events[i][0] <= t:
+                stamp, message = events[i]
+                engine._run_timers(stamp)
+                engine._close_player_steps(stamp)
+                engine._handle(message, stamp)
+                i += 1
+            engine._run_timers(t)
+            engine._close_player_steps(t)
+            if engine.job is not None:
+                engine.job.done.wait(2)
+            engine._boundary(step, t)
+        self.next = until_step + 1
+
+    def model_steps(self) -> list[int]:
+        steps = []
+        for step, m in self.sent:
+            if m.type == "note_on" and m.velocity > 0 and (not steps or steps[-1] != step):
+                steps.append(step)
+        return steps
+
+    def close(self) -> None:
+        self.engine.worker.stop()
+
+
+def phrase(pitches, start_step=0, length=0.2):
+    events = []
+    for i, pitch in enumerate(pitches):
+        t = (start_step + i) * STEP
+        events += [(t + 0.001, on(pitch)), (t + length, off(pitch))]
+    return events
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizing played notes
+
+
+def test_player_step_is_the_nearest_grid_step():
+    assert player_step(0.0) == 0
+    assert player_step(0.24) == 0  # a little late still counts for step 0
+    assert player_step(0.26) == 1  # a little early counts for the next step
+    assert player_step(1.0) == 2
+
+
+def test_notes_in_one_step_form_a_chord_token_a_lone_note_its_pitch():
+    tokenizer = PlayerTokenizer()
+    for pitch in (60, 64, 67):
+        tokenizer.add(0.02, pitch)
+    tokenizer.add(0.5, 62)
+    assert tokenizer.close_due(0.2) == []
+    assert tokenizer.close_due(0.25) == [(0, token_rules.onset_token([60, 64, 67]))]
+    assert tokenizer.close_due(0.75) == [(1, "D4")]
+    assert token_rules.onset_token([60, 64, 67]) == "0.4.7"
+
+
+def test_played_tokens_enter_the_window_unknown_ones_mapped_to_the_nearest():
+    sim = Sim()
+    events = [(0.001, on(60)), (0.002, on(64)), (0.003, on(67)), (0.2, off(60)), (0.2, off(64)), (0.2, off(67, zero_velocity=True)),
+              (0.251, on(61)), (0.45, off(61))]
+    sim.run(3, events)
+    # C E G -> the chord 0.4.7; C#4 is unknown -> its nearest known token (C4 before D4 on ties)
+    assert sim.engine.timeline.tokens("player") == ["0.4.7", token_rules.nearest_token("C#4", VOCABULARY)]
+    assert not sim.engine.held  # velocity-0 note-on released the G
+    sim.close()
+
+
+def test_window_is_the_last_32_tokens_of_player_and_model():
+    timeline = Timeline(32)
+    for i in range(40):
+        timeline.append(i, "player" if i % 2 else "model", VOCABULARY[i % 12], i % 12)
+    assert len(timeline.window_indices()) == 32
+    assert timeline.window_indices() == [i % 12 for i in range(8, 40)]
+    assert timeline.count == 40
+
+
+def test_seed_primes_the_window_and_the_model_starts_at_once():
+    sim = Sim(response_bars=1)
+    assert sim.engine.prime(["C4", "D4", "E4"]) == 3
+    sim.engine._plan(0)
+    sim.run(9)
+    assert sim.model_steps() == list(range(8))  # 1 bar = 8 steps, from step 0
+    tokens = sim.engine.timeline.tokens("model")
+    assert tokens[:3] == ["F4", "G4", "A4"]  # the fake continues after E4
+    sim.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Modes
+
+
+def test_continue_mode_answers_after_the_player_is_silent_for_wait_beats():
+    sim = Sim(mode="continue", wait_beats=2, response_bars=1)
+    sim.run(30, phrase([60, 62, 64, 65]))
+    # last note-off at 0.95 s = beat 1.9; 2 silent beats -> beat 3.9 -> the model starts at step 8 (beat 4)
+    assert sim.model_steps() == list(range(8, 16))
+    assert sim.engine.state == "idle"
+    first = [m for step, m in sim.sent if step == 8 and m.type == "note_on"]
+    assert [m.note for m in first] == token_rules.token_pitches("G4")  # continues after F4
+    sim.close()
+
+
+def test_continue_mode_stops_at_once_when_the_player_comes_back():
+    sim = Sim(mode="continue", wait_beats=2, response_bars=4)
+    events = phrase([60, 62]) + phrase([64], start_step=10.2)
+    sim.run(20, events)
+    steps = sim.model_steps()
+    # silence from beat 0.7 (last off at 0.45 s) -> starts at step 6 (beat 3 >= 2.7)
+    assert steps[0] == 6
+    # the player's note at step 10.2 cancels step 11 onwards; it ends at beat 5.5, so after
+    # 2 silent beats (beat 7.5) the model answers again from step 15
+    assert steps == [6, 7, 8, 9, 10] + list(range(15, 21))
+    assert sim.engine.state == "responding"
+    sim.close()
+
+
+def test_accompany_mode_plays_every_step_while_the_player_plays():
+    sim = Sim(mode="accompany", response_bars=1)
+    sim.run(12, phrase([60, 62, 64, 65, 67, 69, 71, 72]))
+    steps = sim.model_steps()
+    assert steps[0] == 2  # step 0's token closes at step 0.5, so the model joins at step 2
+    assert steps == list(range(2, 13))  # every step, during and after the player (1 bar tail)
+    sim.run(40)
+    assert max(sim.model_steps()) < 8 + 1 + 8 + 2  # stops about one bar after the player's last note
+    sim.close()
+
+
+def test_gate_and_note_offs_every_note_on_has_its_note_off():
+    sim = Sim(response_bars=1, gate=0.9)
+    sim.engine.prime(["0.4.7"])
+    sim.engine._plan(0)
+    sim.run(0)
+    # a chord is several notes; their note-offs are timed 0.9 of a step later (0.225 s at 120 BPM)
+    assert len(sim.engine.sounding) == 3
+    assert all(abs(when - 0.225) < 1e-9 for when, _, _, _ in sim.engine._timers)
+    sim.run(12)
+    sim.engine._run_timers(100.0)
+    ons = [(m.channel, m.note) for _, m in sim.sent if m.type == "note_on"]
+    offs = [(m.channel, m.note) for _, m in sim.sent if m.type == "note_off"]
+    assert len(ons) == len(offs) and sorted(ons) == sorted(offs)
+    sim.close()
+
+
+def test_panic_sends_note_offs_and_all_notes_off_on_every_used_channel():
+    sim = Sim(response_bars=4, out_channel=2, metronome=9)
+    sim.engine.prime(["0.4.7"])
+    sim.engine._plan(0)
+    sim.run(2)
+    sounding = set(sim.engine.sounding)
+    assert sounding
+    before = len(sim.sent)
+    sim.engine.panic()
+    after = [m for _, m in sim.sent[before:]]
+    assert {(m.channel, m.note) for m in after if m.type == "note_off"} == sounding
+    assert {m.channel for m in after if m.type == "control_change" and m.control == 123} == {2, 9}
+    assert not sim.engine.sounding
+    sim.close()
+
+
+def test_thru_passes_played_notes_and_the_max_length_guard_ends_them():
+    sim = Sim(thru=True, max_note_beats=2)
+    sim.run(2, [(0.01, on(70, channel=3))])  # never released
+    thru_on = [m for _, m in sim.sent if m.type == "note_on" and m.note == 70]
+    assert thru_on and thru_on[0].channel == 3
+    sim.run(6)  # 2 beats = 1 s later the guard sends its note-off
+    sim.engine._run_timers(1.02)
+    assert any(m.type == "note_off" and m.note == 70 and m.channel == 3 for _, m in sim.sent)
+    sim.close()
+
+
+def test_key_lock_only_plays_tokens_of_the_scale():
+    model = FakeModel()
+    sim = Sim(model=model, response_bars=2)
+    sim.engine._set_key("C", "major")
+    sim.engine._key_enabled = True
+    sim.engine.prime(["B4"])  # the fake would continue with C5, then 0.4.7, 9.0.4, 2.5.9, 7.11.2...
+    sim.engine._plan(0)
+    sim.run(16)
+    for token in sim.engine.timeline.tokens("model"):
+        assert token_rules.token_pitch_classes(token) <= {0, 2, 4, 5, 7, 9, 11}
+    sim.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback guard
+
+
+def test_feedback_guard_ignores_own_notes_coming_back_within_the_window():
+    guard = FeedbackGuard(0.03)
+    guard.note_sent(10.000, True, 60)
+    assert guard.is_echo(10.002, True, 60)  # came back 2 ms later
+    assert not guard.is_echo(10.003, True, 60)  # each sent note is matched once
+    guard.note_sent(10.000, False, 62)
+    assert not guard.is_echo(10.002, True, 62)  # a note-on is not the echo of a note-off
+    guard.note_sent(10.100, True, 64)
+    assert not guard.is_echo(10.200, True, 64)  # 100 ms later: the player, not an echo
+
+
+def test_engine_with_looped_output_never_answers_itself():
+    sim = Sim(mode="continue", response_bars=1, wait_beats=2)
+    sim.engine.guard.window = 0.03
+    engine = sim.engine
+    # loop the output straight back into the input, 1 ms later
+    original = engine._send_port
+
+    def loop(message):
+        original(message)
+        if message.type in ("note_on", "note_off"):
+            engine.queue.put((time.perf_counter() + 0.001, message))
+
+    engine._send_port = loop
+    engine.prime(["C4"])
+    engine._plan(0)
+    for step in range(40):
+        sim.run(step)
+        while not engine.queue.empty():
+            stamp, message = engine.queue.get()
+            engine._handle(message, stamp)
+    assert sim.model_steps() == list(range(8))  # one response, no self-triggered second one
+    assert engine.guard.ignored >= 16
+    assert not engine.timeline.tokens("player")
+    sim.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Odd input
+
+
+def test_odd_input_is_ignored_and_logged_once_per_kind(caplog):
+    sim = Sim()
+    odd = [
+        mido.Message("sysex", data=[1, 2, 3]), mido.Message("pitchwheel", pitch=100), mido.Message("aftertouch", value=3),
+        mido.Message("polytouch", note=60, value=3), mido.Message("program_change", program=5), mido.Message("clock"),
+        mido.Message("start"), mido.Message("songpos", pos=4), off(50), MalformedMessage(b"\x90\x80"),
+        mido.Message("control_change", control=1, value=64), mido.Message("active_sensing"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="lofi_live.engine"):
+        for repeat in range(50):
+            for i, message in enumerate(odd):
+                sim.engine._handle(message, 0.001 * repeat + i * 1e-5)
+    kinds = ["sysex", "pitch bend", "aftertouch", "program change", "transport messages", "note-off without", "malformed", "control change"]
+    text = caplog.text
+    for kind in kinds:
+        assert text.count(kind) == 1, kind
+    assert len(caplog.records) <= len(odd) + 1
+    sim.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=0, max_size=6), max_size=40))
+def test_fuzz_random_byte_messages_never_break_the_input_handler(chunks):
+    sim = Sim(thru=True)
+    for i, data in enumerate(chunks):
+        sim.engine._handle(parse_message(data), i * 0.001)
+    sim.run(3)
+    sim.engine.panic()
+    sim.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real engine thread: timing, overload
+
+
+def _timed_run(seconds, **config):
+    model = FakeModel(delay=config.pop("model_delay", 0.0))
+    sent = []
+    engine = Engine(model, Sampler(0, None, 0), send=lambda m: sent.append((time.perf_counter(), m)),
+                    config=EngineConfig(bpm=120, response_bars=64, **config))
+    engine.prime(["C4", "D4"])
+    engine.start()
+    time.sleep(seconds)
+    engine.stop()
+    assert engine.join(5)
+    assert engine.error is None
+    return engine, sent
+
+
+def test_engine_thread_sends_on_the_grid_without_drift():
+    engine, sent = _timed_run(3.0)
+    onsets = [t for t, m in sent if m.type == "note_on"]
+    steps = sorted({round((t - engine.clock.anchor_time) / STEP) for t in onsets})
+    errors = [abs(t - engine.clock.step_time(round((t - engine.clock.anchor_time) / STEP))) for t in onsets]
+    assert len(steps) >= 10
+    assert statistics.median(errors) < 0.002
+    assert sorted(errors)[int(0.99 * (len(errors) - 1))] < 0.010  # loaded 2-core box margin
+    assert engine.late_steps == 0
+    assert not engine.sounding
+
+
+def test_overload_skips_late_steps_and_keeps_the_grid():
+    # every inference takes 300 ms, longer than a 250 ms grid step
+    engine, sent = _timed_run(3.0, simulate_slow_ms=300)
+    onsets = sorted({t for t, m in sent if m.type == "note_on"})
+    assert engine.late_steps >= 3
+    assert 3 <= len(onsets) <= 7  # about every other step
+    for t in onsets:  # still on the grid, never drifted
+        step = round((t - engine.clock.anchor_time) / STEP)
+        assert abs(t - engine.clock.step_time(step)) < 0.010
+    gaps = [round((b - a) / STEP) for a, b in zip(onsets, onsets[1:])]
+    assert all(gap >= 2 for gap in gaps)
+
+
+def test_an_error_in_the_engine_still_silences_everything():
+    class Broken(FakeModel):
+        def stepper(self):
+            stepper = super().stepper()
+            calls = {"n": 0}
+            advance = stepper.advance
+
+            def failing(token):
+                calls["n"] += 1
+                if calls["n"] > 3:
+                    raise RuntimeError("inference failed")
+                return advance(token)
+
+            stepper.advance = failing
+            return stepper
+
+    sent = []
+    engine = Engine(Broken(), Sampler(0, None, 0), send=sent.append,
+                    config=EngineConfig(bpm=240, response_bars=64, gate=4, metronome=9, realtime=False))
+    engine.prime(["C4"])
+    engine.start()
+    assert engine.finished.wait(10)
+    assert isinstance(engine.error, RuntimeError)
+    ons = [(m.channel, m.note) for m in sent if m.type == "note_on"]
+    offs = [(m.channel, m.note) for m in sent if m.type == "note_off"]
+    assert ons and sorted(ons) == sorted(offs)
+    assert {m.channel for m in sent if m.type == "control_change" and m.control == 123} == {0, 9}
+
+
+def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_continue():
+    model = FakeModel()
+    sent = []
+    engine = Engine(model, Sampler(0, None, 0), send=lambda m: sent.append((engine.step, m)),
+                    config=EngineConfig(clock="midi", response_bars=64, echo_ms=0, realtime=False))
+    engine.worker = InferenceWorker(model, engine.sampler)
+    engine.prime(["C4"])
+    tick = 60 / 90 / 24
+    now = [0.0]
+
+    def feed(kind, count=1, **fields):
+        for _ in range(count):
+            engine._handle(mido.Message(kind, **fields), now[0])
+            if engine.job is not None:
+                engine.job.done.wait(1)
+            engine._run_timers(now[0])
+            if kind == "clock":
+                now[0] += tick
+
+    def played():
+        return sorted({step for step, m in sent if m.type == "note_on"})
+
+    feed("clock", 10)  # clock without Start: nothing plays
+    assert played() == []
+    feed("start")
+    feed("clock", 49)  # ticks 0..48: boundaries at steps 0..4; the model enters at step 1
+    assert played() == [1, 2, 3, 4]
+    assert engine.clock.bpm == pytest.approx(90)
+    feed("stop")
+    assert not engine.sounding  # Stop ends the model's notes at once
+    feed("clock", 30)
+    assert played() == [1, 2, 3, 4]  # silent while stopped
+    feed("continue")
+    feed("clock", 24)  # ticks 49..72: boundaries at 60 (step 5) and 72 (step 6)
+    assert played() == [1, 2, 3, 4, 5, 6]
+    feed("stop")
+    feed("songpos", pos=16)  # 16 sixteenths = beat 4 = step 8
+    feed("continue")
+    feed("clock", 13)  # ticks 96..108: steps 8 and 9; tick 96 comes right after Continue, so the
+    assert played() == [1, 2, 3, 4, 5, 6, 9]  # model (like after Start) enters one step later
+    engine.worker.stop()
+
+
+def test_mapped_control_changes_set_temperature_tempo_and_panic():
+    from lofi_live.controls import ControlMap
+
+    sim = Sim(response_bars=8)
+    sim.engine.controls = ControlMap({"temperature": 21, "tempo": 22, "panic": 23, "mode": 24}, state_cc=30)
+    sim.engine.prime(["0.4.7"])
+    sim.engine._plan(0)
+    sim.run(1)
+    cc = lambda number, value: mido.Message("control_change", control=number, value=value)  # noqa: E731
+    sim.engine._handle(cc(21, 127), 0.3)
+    assert sim.engine.sampler.temperature == pytest.approx(2.0)
+    sim.engine._handle(cc(22, 0), 0.3)
+    assert sim.engine.clock.bpm == pytest.approx(60)
+    assert sim.engine.status_fields()["cc_map"]["temperature"] == 21
+    assert sim.engine.sounding
+    sim.engine._handle(cc(23, 127), 0.3)  # panic: silence at once
+    assert not sim.engine.sounding
+    assert any(m.type == "control_change" and m.control == 123 for _, m in sim.sent)
+    sim.engine._handle(cc(24, 127), 0.3)
+    assert sim.engine.mode == "accompany"
+    # the engine announced its state on the state CC
+    assert any(m.type == "control_change" and m.control == 30 for _, m in sim.sent)
+    sim.close()
