@@ -45,20 +45,19 @@ def midi_file_tokens(path: str | os.PathLike, engine: str = "auto") -> list[str]
     return mido_tokens(path)
 
 
-def music21_tokens(path: str | os.PathLike) -> list[str]:
-    """The seed's music21 loop on one file (music21 imported here, lazily)."""
-    file = check_midi_path(path)
-    read_midi(file)  # the same one-line errors as the mido path for corrupt files
+def seed_rule_tokens(path: str | os.PathLike) -> list[str]:
+    """The seed's own music21 loop over one file: the training rules, shared with ``training.corpus``.
+
+    The seed wrapped ``partitionByInstrument(...).parts[0]`` in a bare try/except and fell back to
+    the flat notes on any failure (no parts, or ``None`` returned); this does the same. music21 is
+    imported here, lazily, and its own exceptions for unparsable files propagate.
+    """
     from music21 import chord, converter, instrument, note
 
+    midi = converter.parse(str(path))
     try:
-        midi = converter.parse(str(file))
-    except Exception as error:  # noqa: BLE001 - music21 raises many types for bad files
-        raise LofiError(f"{file}: music21 cannot parse it ({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})") from None
-    s2 = instrument.partitionByInstrument(midi)
-    if s2 and len(s2.parts):
-        notes_to_parse = s2.parts[0].recurse()
-    else:
+        notes_to_parse = instrument.partitionByInstrument(midi).parts[0].recurse()
+    except Exception:  # noqa: BLE001 - the seed's bare except: any failure means "no parts"
         notes_to_parse = midi.flatten().notes
     found: list[str] = []
     for element in notes_to_parse:
@@ -67,6 +66,17 @@ def music21_tokens(path: str | os.PathLike) -> list[str]:
         elif isinstance(element, chord.Chord):
             found.append(".".join(str(n) for n in element.normalOrder))
     return found
+
+
+def music21_tokens(path: str | os.PathLike) -> list[str]:
+    """:func:`seed_rule_tokens` with every failure turned into a one-line :class:`LofiError`."""
+    file = check_midi_path(path)
+    read_midi(file)  # the same one-line errors as the mido path for corrupt files
+    try:
+        return seed_rule_tokens(file)
+    except Exception as error:  # noqa: BLE001 - music21 raises many types for bad files
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise LofiError(f"{file}: music21 cannot parse it ({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +204,9 @@ def mido_tokens(path: str | os.PathLike) -> list[str]:
 def folder_files(folder: str | os.PathLike) -> list[Path]:
     """``*.mid``/``*.midi`` below ``folder`` sorted by file name (the seed's stream order)."""
     root = Path(folder)
-    if not root.is_dir():
+    if not root.exists():
         raise LofiError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise LofiError(f"{root}: not a folder (give a folder of .mid/.midi files)")
     files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".mid", ".midi")]
     return sorted(files, key=lambda p: (p.name, str(p)))

@@ -18,6 +18,7 @@ import random
 import signal
 import sys
 import threading
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Sequence
 
 from lofi_live.errors import LofiError
 from lofi_live.midifile import check_midi_path, read_midi
+from lofi_live.midi_tokens import seed_rule_tokens
 
 CORPUS_FORMAT = 1
 #: Names the tokenization; part of every cache entry (with music21's version), so changing either
@@ -38,6 +40,8 @@ RULES = (
 )
 MIDI_SUFFIXES = (".mid", ".midi")
 DEFAULT_TIMEOUT_S = 120.0
+#: Corpus files (or their gzip content) above this size are refused: POP909 whole is about 10 MB.
+MAX_CORPUS_BYTES = 1024 * 1024 * 1024
 #: Failure reason of a file that parses but gives no tokens (e.g. its first instrument part is empty).
 NO_NOTES = "no notes or chords in what the seed rules read (first instrument part, else all notes)"
 
@@ -55,28 +59,6 @@ class FileResult:
 
 class ParseTimeout(Exception):
     """Raised inside a worker by SIGALRM when a file takes longer than the time limit."""
-
-
-def seed_tokens(path: str | os.PathLike) -> list[str]:
-    """The seed's loop over one file: music21 parse, first instrument part or flat notes.
-
-    The seed wrapped ``partitionByInstrument(...).parts[0]`` in a bare try/except and fell back to
-    the flat notes on any error (no parts, or ``None`` returned); this does the same.
-    """
-    from music21 import chord, converter, instrument, note
-
-    midi = converter.parse(str(path))
-    try:
-        notes_to_parse = instrument.partitionByInstrument(midi).parts[0].recurse()
-    except Exception:  # noqa: BLE001 - the seed's bare except: any failure means "no parts"
-        notes_to_parse = midi.flatten().notes
-    tokens: list[str] = []
-    for element in notes_to_parse:
-        if isinstance(element, note.Note):
-            tokens.append(str(element.pitch))
-        elif isinstance(element, chord.Chord):
-            tokens.append(".".join(str(n) for n in element.normalOrder))
-    return tokens
 
 
 def default_cache_dir() -> Path:
@@ -176,12 +158,18 @@ def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir
     as empty, so a file without tokens is checked with mido to tell "corrupt" from "no notes". A
     file that parses but holds no notes is cached too (as no tokens), so a rerun skips it.
     """
+    try:
+        # the same checks as every other command (truncated, zero-track, type 2...): music21 itself reads
+        # a truncated file as far as it goes without a word
+        read_midi(path)
+    except LofiError as error:
+        return FileResult(relpath, sha256, None, _reason(error, path))
     timed = threading.current_thread() is threading.main_thread()  # signals only reach the main thread
     if timed:
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        tokens = seed_tokens(path)
+        tokens = seed_rule_tokens(path)
     except ParseTimeout:
         return FileResult(relpath, sha256, None, f"timeout (parsing took over {timeout_s:g} s)")
     except Exception as error:  # noqa: BLE001 - music21 raises anything on a bad file; report it
@@ -191,11 +179,6 @@ def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    if not tokens:
-        try:
-            read_midi(path)
-        except LofiError as error:
-            return FileResult(relpath, sha256, None, _reason(error, path))
     _write_cache(Path(cache_dir) if cache_dir else None, sha256, tokens)
     return FileResult(relpath, sha256, tokens, None if tokens else NO_NOTES)
 
@@ -285,6 +268,17 @@ def save_corpus(corpus: dict[str, Any], path: Path) -> None:
         raise LofiError(f"{path}: cannot write corpus ({error.strerror or error})") from None
 
 
+def _gunzip(data: bytes, file: Path) -> bytes:
+    """Decompress, refusing a gzip bomb that would expand past :data:`MAX_CORPUS_BYTES`."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, MAX_CORPUS_BYTES + 1)
+    if len(out) > MAX_CORPUS_BYTES:
+        raise LofiError(f"{file}: expands to over {MAX_CORPUS_BYTES / 1e6:.0f} MB, too large for a corpus file")
+    if not inflater.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+    return out
+
+
 def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a corpus file; any problem is a one-line :class:`LofiError` naming the file."""
     file = Path(path)
@@ -293,13 +287,20 @@ def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a corpus file (make one with lofi-train prepare)")
     try:
+        size = file.stat().st_size
+        if size == 0:
+            raise LofiError(f"{file}: empty file, not a corpus (make one with lofi-train prepare)")
+        if size > MAX_CORPUS_BYTES:
+            raise LofiError(f"{file}: {size / 1e6:.0f} MB is too large for a corpus file")
         data = file.read_bytes()
         if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            data = _gunzip(data, file)
         corpus = json.loads(data)
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
-    except (ValueError, EOFError) as error:
+    except RecursionError:
+        raise LofiError(f"{file}: not a corpus file (JSON nested too deeply)") from None
+    except (ValueError, EOFError, zlib.error) as error:
         raise LofiError(f"{file}: not a corpus file (invalid JSON or gzip: {str(error).splitlines()[0]})") from None
     if (not isinstance(corpus, dict) or corpus.get("format") != CORPUS_FORMAT
             or not isinstance(corpus.get("files"), list)):
