@@ -84,7 +84,8 @@ def _metronome(value: Any) -> str | None:
 
 # The options of ``lofi-live run`` (lofi_live/live.py); keep in step with it and docs/CONFIG.md.
 RUN_KEYS.update({
-    "model": ((str,), None),
+    "model": ((str, list), lambda v: None if isinstance(v, str) or (v and all(isinstance(m, str) for m in v))
+              else "must be a model name or a non-empty list of them"),
     "provider": ((str,), _one_of("auto", "cpu", "cuda")),
     "temperature": ((int, float), _range(0, 10)),
     "top_k": ((int,), _range(0, 1_000_000)),

@@ -52,6 +52,14 @@ Robust input
     engine itself sent ``echo_ms`` ago or less is its own output coming back (loopMIDI, a DAW
     routing) and is ignored, so the engine never answers itself.
 
+MIDI control (:meth:`Engine.apply`, actions from ``lofi_live.controls``)
+    Temperature, tempo, mode, response length and the key lock change settings the next step uses.
+    Panic drops the computed token and silences everything at once; the model then waits for the
+    player. ``mutate`` starts a new response sampled again from the context the last response
+    answered (a separate token stream for the inference thread); ``loop`` repeats the last
+    response's tokens without the model until toggled off; ``model_select`` switches among the
+    loaded models at the next boundary, re-encoding the timeline to the new vocabulary.
+
 No stuck notes
     Every note sent is tracked until its note-off. On stop (also MIDI Stop), Ctrl-C or any error, every
     sounding note gets its note-off and every channel used gets All Notes Off (CC 123).
@@ -67,7 +75,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import mido
@@ -203,6 +211,29 @@ class Timeline:
         return len(self.entries)
 
 
+@dataclass
+class Response:
+    """One model response: the window tokens it answered (``context``) and the tokens it played."""
+
+    context: list[str]
+    tokens: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Replay:
+    """A response played again: ``mutate`` samples anew from ``response.context`` (a stream of its
+    own for the inference worker); ``loop`` repeats ``response.tokens`` without the model."""
+
+    kind: str  # "mutate" | "loop"
+    response: Response
+    stream: int = 0
+    pos: int = 0
+
+
+#: A response keeps at most this many tokens (accompany mode can respond for a long time).
+MAX_RESPONSE_TOKENS = 512
+
+
 class FeedbackGuard:
     """Recognises the engine's own notes coming back on its input within ``window`` seconds."""
 
@@ -233,10 +264,13 @@ class FeedbackGuard:
 class Job:
     """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
 
-    __slots__ = ("step", "end", "window", "allowed", "done", "token", "seconds", "cancelled", "error")
+    __slots__ = ("step", "end", "window", "allowed", "done", "token", "seconds", "cancelled", "error", "model", "stream")
 
-    def __init__(self, step: int, end: int, window: list[int], allowed=None):
+    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0):
         self.step, self.end, self.window, self.allowed = step, end, window, allowed
+        # ``model``: the model to run (None: the worker's); ``stream``: which token sequence ``end``
+        # counts in (0 = the timeline, another number = a mutate's replayed context).
+        self.model, self.stream = model, stream
         self.done = threading.Event()
         self.token: int | None = None
         self.seconds = 0.0
@@ -248,13 +282,15 @@ class InferenceWorker:
     """Computes tokens on its own thread with the model's stepper (O(1) per new timeline token).
 
     The stepper follows the timeline: tokens appended since the last job are fed with ``advance``;
-    anything else (first job, a gap longer than the window) rebuilds the state with ``reset``.
-    Only the newest submitted job waits; an older one not yet started is dropped.
+    anything else (first job, a gap longer than the window, another stream or another model)
+    rebuilds the state with ``reset``. Only the newest submitted job waits; an older one not yet
+    started is dropped.
     """
 
     def __init__(self, model, sampler, slow_ms: float = 0.0):
         self.model, self.sampler, self.slow = model, sampler, slow_ms / 1000.0
         self.stepper = model.stepper()
+        self._stream = 0
         self._fed_end = -1
         self._probs = None
         self._cond = threading.Condition()
@@ -305,9 +341,12 @@ class InferenceWorker:
             job.done.set()
 
     def compute(self, job: Job) -> int:
+        if job.model is not None and job.model is not self.model:  # model_select: switch here
+            self.model, self.stepper, self._probs = job.model, job.model.stepper(), None
         gap = job.end - self._fed_end
         window = job.window
-        if self._probs is None or gap < 0 or gap > len(window) or gap >= self.stepper.window:
+        if self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window) or gap >= self.stepper.window:
+            self._stream = job.stream
             probs = self.stepper.reset(window)
         else:
             probs = self._probs
@@ -338,8 +377,15 @@ class Engine:
         key: str | None = None,
         scale: str = "minor",
         controls: Any = None,
+        models: Sequence[Any] = (),
     ):
         self.model, self.sampler, self._send_port = model, sampler, send
+        # model_select: every loaded model; a switch waits for the next boundary (_switch_model)
+        self.models = list(models) or [model]
+        if model not in self.models:
+            self.models.insert(0, model)
+        self.model_index = self.models.index(model)
+        self._pending_model: int | None = None
         self.config = config or EngineConfig()
         cfg = self.config
         if cfg.mode not in MODES:
@@ -361,6 +407,12 @@ class Engine:
         self.player_last_beat: float | None = None
         self.held: dict[tuple[int, int], float] = {}
         self.seeded = False
+        # mutate and loop: the last response, and a replay of it in progress
+        self.last_response: Response | None = None
+        self._response_open = False  # the next model token continues self.last_response
+        self.replay: Replay | None = None
+        self._streams = 0
+        self.hushed = False  # after panic: the model is silent until the player plays again
         # grid state
         self.next_step = 0
         self.step = -1
@@ -590,8 +642,13 @@ class Engine:
             self._note_off(key, time.perf_counter(), None)
 
     def _player_onset(self, step: int) -> None:
-        """A played note-on: the mode reacts at once."""
+        """A played note-on: the mode reacts at once (a loop, or a mutate in accompany mode, plays on)."""
+        self.hushed = False
+        if self.replay is not None and (self.replay.kind == "loop" or self.mode == "accompany"):
+            return
         if self.mode == "continue":
+            self.replay = None
+            self._response_open = False
             if self.state == "responding":
                 if self.job is not None:
                     self.job.cancelled = True
@@ -667,7 +724,10 @@ class Engine:
         now = time.perf_counter()
         if name == "temperature" and value is not None:
             self.sampler.temperature = float(value)
-        elif name == "tempo" and value is not None and isinstance(self.clock, InternalClock):
+        elif name == "tempo" and value is not None:
+            if not isinstance(self.clock, InternalClock):
+                self._odd("tempo_midi", "tempo control ignored: the tempo follows the MIDI clock (--clock midi)")
+                return
             self.clock.set_bpm(float(value), now)
             if hasattr(self.session, "set_tempo"):
                 self.session.set_tempo(self.clock.beat_at(now), self.clock.bpm)
@@ -677,20 +737,79 @@ class Engine:
                 self.response_end = self.next_step + int(round(self.config.response_bars * STEPS_PER_BAR))
         elif name == "response_bars" and value is not None:
             self.config.response_bars = float(value)
-        elif name == "panic":
-            self._release(None)
-            self._all_notes_off()
-            if self.job is not None:
-                self.job.cancelled = True
-                self.job = None
-            self.state = "idle"
+        elif name == "panic":  # silence now; the engine goes on and waits for the player
+            self._cancel_job()
+            self.replay, self._response_open, self.hushed = None, False, True
+            self.state, self.response_end, self.player_last_beat = "idle", -1, None
+            self.panic()
         elif name == "key_lock":
             self._key_enabled = not self._key_enabled if value is None else bool(value)
             self._key_checked = -1
             if self._key_enabled and self.key_setting is None:
                 self.key_setting = "auto"
+        elif name == "mutate":
+            self._mutate()
+        elif name == "loop":
+            self._toggle_loop()
+        elif name == "model_select" and value is not None:
+            if 0 <= int(value) < len(self.models):
+                self._pending_model = int(value)  # applied at the next boundary
         elif name is not None:
             self._odd(f"action_{name}", f"control action {name!r} is not supported by the engine: ignored")
+
+    def _cancel_job(self) -> None:
+        if self.job is not None:
+            self.job.cancelled = True
+            self.job = None
+
+    def _mutate(self) -> None:
+        """Re-generate the last response: a new response of ``response_bars`` bars, sampled again
+        from the context the last response started from, from the next grid step on."""
+        last = self.last_response
+        if last is None or not last.context:
+            self._odd("mutate_nothing", "mutate: no response to re-generate yet: ignored")
+            return
+        self._cancel_job()
+        self._streams += 1
+        response = Response(list(last.context))
+        self.last_response, self._response_open = response, True
+        self.replay = Replay("mutate", response, stream=self._streams)
+        self.state = "responding"
+        self.response_end = self.next_step + int(round(self.config.response_bars * STEPS_PER_BAR))
+        self._plan(self.next_step)
+
+    def _toggle_loop(self) -> None:
+        """Loop on: play the last response's tokens over and over (no sampling) until loop off."""
+        if self.replay is not None and self.replay.kind == "loop":
+            self._cancel_job()
+            self.replay, self._response_open, self.state = None, False, "idle"
+            return
+        last = self.last_response
+        if last is None or not last.tokens:
+            self._odd("loop_nothing", "loop: no response to repeat yet: ignored")
+            return
+        self._cancel_job()
+        self.replay = Replay("loop", Response(list(last.context), list(last.tokens)))
+        self._response_open, self.state = False, "responding"
+        self._plan(self.next_step)
+
+    def _switch_model(self) -> None:
+        """model_select, between two grid steps: the window is re-encoded to the new vocabulary."""
+        index, self._pending_model = self._pending_model, None
+        model = self.models[index]
+        if model is self.model:
+            return
+        self._cancel_job()  # computed with the old vocabulary
+        entries = list(self.timeline.entries)[-model.window :]  # all the new model will ever see of the past
+        indices = model.encode([entry.token for entry in entries])
+        if len(indices) == len(entries):  # timeline tokens are all well formed: always the case
+            for entry, new in zip(entries, indices):
+                entry.index = new
+        self.model, self.model_index = model, index
+        self.timeline.window = model.window
+        self.sampler.forget()  # its repetition memory holds old indices
+        self._allowed, self.key_name, self._key_checked = None, None, -1
+        self._set_key(self.key_setting, self.scale)
 
     # ------------------------------------------------------------------------------------------
     # Grid
@@ -731,7 +850,13 @@ class Engine:
 
     def _should_play(self, step: int) -> bool:
         """Whether the model plays at ``step`` (updates the mode state)."""
-        if not len(self.timeline):
+        if self.replay is not None:
+            if self.replay.kind == "loop" or step < self.response_end:
+                self.state = "responding"
+                return True
+            self.replay, self._response_open, self.state = None, False, "idle"  # the mutate is over
+            return False
+        if self.hushed or not len(self.timeline):
             return False
         beat = step_beat(step)
         bars_steps = int(round(self.config.response_bars * STEPS_PER_BAR))
@@ -766,8 +891,19 @@ class Engine:
             return
         if self.job is not None:  # still computing an earlier (late) token: it will serve this step
             return
-        allowed = self._key_mask()
-        job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed)
+        replay = self.replay
+        if replay is not None and replay.kind == "loop":  # no model: the token is known
+            tokens = replay.response.tokens
+            job = Job(step, self.timeline.count, [])
+            job.token = self.model.encode([tokens[replay.pos % len(tokens)]])[0]
+            job.done.set()
+            self.job = job
+            return
+        if replay is not None:  # mutate: the old context and what this response played so far
+            sequence = self.model.encode(replay.response.context + replay.response.tokens)
+            job = Job(step, len(sequence), sequence[-self.model.window :], self._key_mask(), self.model, replay.stream)
+        else:
+            job = Job(step, self.timeline.count, self.timeline.window_indices(), self._key_mask(), self.model)
         self.job = job
         self.worker.submit(job)
 
@@ -806,6 +942,7 @@ class Engine:
                 self._note_on(cfg.out_channel, pitch, cfg.velocity, "model", off, beat)
             sent = True
             self.emission_errors.append(time.perf_counter() - when)
+            self._note_response(token)
             self.timeline.append(step, "model", token, index)
             self.recent.append((step, "model", pitches))
             self.played_steps += 1
@@ -818,9 +955,25 @@ class Engine:
             self._note_on(cfg.metronome, pitch, 100, "metronome", when + METRONOME_BEATS * self.clock.seconds_per_beat, None)
             if not sent:
                 self.emission_errors.append(time.perf_counter() - when)
+        if not sent and self.state != "responding":
+            self._response_open = False
+        if self._pending_model is not None:
+            self._switch_model()
         self._plan(step + 1)
         if self.state != self._state_sent:
             self._send_state()
+
+    def _note_response(self, token: str) -> None:
+        """Remember what the model plays (before it enters the timeline) for mutate and loop."""
+        replay = self.replay
+        if replay is not None and replay.kind == "loop":
+            replay.pos += 1
+            return
+        if not self._response_open:
+            self.last_response = Response(self.timeline.window_tokens())
+            self._response_open = True
+        if len(self.last_response.tokens) < MAX_RESPONSE_TOKENS:
+            self.last_response.tokens.append(token)
 
     def _send_state(self) -> None:
         """Announce idle/listening/responding on the controls' state CC, when one is mapped."""
@@ -985,8 +1138,11 @@ class Engine:
             running=self.clock.running,
             mode=self.mode,
             state=self.state,
-            key=self.key_name if self._key_enabled else None,
+            key=(self.key_name or "auto") if self._key_enabled else None,
             provider=getattr(self.model, "provider", "cpu"),
+            model=getattr(self.model, "name", ""),
+            response_bars=self.config.response_bars,
+            loop=self.replay is not None and self.replay.kind == "loop",
             temperature=self.sampler.temperature,
             step_latency_ms=stats["latency_median_ms"],
             step_latency_p99_ms=stats["latency_p99_ms"],

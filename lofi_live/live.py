@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -52,7 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "existing ones."
     )
     model = parser.add_argument_group("model and sampling")
-    model.add_argument("--model", default=None, help="exported model NAME[.json] (default: exported_models/lofi or $LOFI_LIVE_MODEL)")
+    model.add_argument("--model", action="append", default=None,
+                       help="exported model NAME[.json] (default: exported_models/lofi or $LOFI_LIVE_MODEL); "
+                            "give it several times to switch models with the model_select control")
     model.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime provider (default auto)")
     model.add_argument("--temperature", type=_non_negative, default=DEFAULT_TEMPERATURE, help=f"sampling temperature, 0 = argmax (default {DEFAULT_TEMPERATURE})")
     model.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the k most likely tokens (default {DEFAULT_TOP_K}; 0 = all)")
@@ -90,6 +93,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", action="store_true", help="no start-up lines and no terminal view")
     out.add_argument("--config", default=None, help="controls TOML file: CC mapping and option defaults "
                      "(default ~/.config/lofi-live/config.toml when it exists)")
+    out.add_argument("--learn", action="store_true", help="first map the controller's knobs and buttons (one prompt per "
+                     "action), save them to the config file, then play")
+    out.add_argument("--learn-timeout", type=_positive, default=10.0, metavar="SECONDS",
+                     help="--learn: skip an action after SECONDS without a control change (default 10)")
     _DEFAULTS.clear()
     _DEFAULTS.update({action.dest: action.default for action in parser._actions if action.dest != "help"})
 
@@ -132,11 +139,45 @@ def _load_controls(args: argparse.Namespace):
         if args.config:
             raise LofiError("--config: MIDI control mapping is not available in this build") from None
         return None
-    config = controls.load_config(args.config)
+    if args.learn and args.config and not Path(args.config).exists():
+        config = controls.Config()  # --learn creates it
+    else:
+        config = controls.load_config(args.config)
     _apply_run_defaults(args, config.run)
+    args.model = args.model if isinstance(args.model, list) else [args.model]  # [run] model: a string or a list
+    return _control_map(config, args)
+
+
+def _control_map(config, args: argparse.Namespace):
     if not config.cc:
         return None
-    return config.control_map(mode=args.mode, key_lock=args.key is not None)
+    return config.control_map(mode=args.mode, key_lock=args.key is not None, n_models=len(args.model))
+
+
+def _learn(args: argparse.Namespace, inbox: queue.SimpleQueue):
+    """``--learn``: ask for each action's CC on the controller, save them, return the new mapping.
+
+    Every action is skipped after ``--learn-timeout`` seconds without a control change, so a run
+    with no controller (or no one at it) ends the learning in at most 9 x that time, never hangs."""
+    from lofi_live import controls
+
+    path = Path(args.config) if args.config else controls.default_config_path()
+
+    def receive(seconds: float):
+        try:
+            return inbox.get(timeout=seconds)
+        except queue.Empty:
+            return None
+
+    print(f"lofi-live: learning MIDI controls for {path} (each skipped after {args.learn_timeout:g} s)", flush=True)
+    mapping = controls.learn(receive, list(controls.ACTIONS), ask=lambda text: print(f"lofi-live: {text}", flush=True),
+                             timeout=args.learn_timeout)
+    if mapping:
+        controls.save_config(path, cc=mapping)
+        print(f"lofi-live: saved {len(mapping)} control(s) to {path}", flush=True)
+    else:
+        print("lofi-live: no control learned; the config file is unchanged", flush=True)
+    return _control_map(controls.load_config(path), args) if path.exists() else None
 
 
 #: Parser defaults of ``run``, so config ``[run]`` values only replace options not given.
@@ -166,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     # Threads hand the GIL over every 0.5 ms (default 5 ms), so the engine thread never waits long.
     sys.setswitchinterval(0.0005)
 
-    model = Model.load(args.model, provider=args.provider)
+    models = [Model.load(path, provider=args.provider) for path in args.model]
+    model = models[0]
     realtime = _realtime_priority()  # after the model: ONNX Runtime's thread pool stays normal
     sampler = Sampler(args.temperature, args.top_k or None, args.seed)
     seed_tokens: list[str] = []
@@ -187,16 +229,23 @@ def run(args: argparse.Namespace) -> int:
     if key is not None and key.lower() == "auto":
         key = "auto"
     engine = Engine(model, sampler, send=lambda m: None, config=config, key=key, scale=args.scale,
-                    controls=controls)
+                    controls=controls, models=models)
     if seed_tokens:
         engine.prime(seed_tokens)
 
-    ports = MidiPorts(args.backend, engine.on_message, args.in_port, args.out_port, args.name)
+    # Input goes to --learn's inbox first, then to the engine.
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    deliver = [inbox.put if args.learn else engine.on_message]
+    ports = MidiPorts(args.backend, lambda message: deliver[0](message), args.in_port, args.out_port, args.name)
     session = None
     stop = threading.Event()
     previous: dict[int, object] = {}
     try:
         engine._send_port = ports.send
+        if args.learn:
+            print(f"lofi-live: ports ({ports.backend}): connect the controller to '{ports.input_name}'", flush=True)
+            engine.controls = _learn(args, inbox)
+            deliver[0] = engine.on_message
         session = Session(args.bpm, Path(args.record) if args.record else None, journal=bool(args.record))
         engine.session = session
 
@@ -209,8 +258,10 @@ def run(args: argparse.Namespace) -> int:
                 previous[sig] = signal.signal(sig, on_signal)
 
         if not args.quiet:
-            print(f"lofi-live: model {model.name} ({len(model.vocabulary)} tokens, window {model.window}) "
-                  f"on provider {model.provider.upper()}", flush=True)
+            for number, each in enumerate(models):
+                choice = f" (model_select {number})" if len(models) > 1 else ""
+                print(f"lofi-live: model {each.name} ({len(each.vocabulary)} tokens, window {each.window}) "
+                      f"on provider {each.provider.upper()}{choice}", flush=True)
             print(f"lofi-live: ports ({ports.backend}): play into '{ports.input_name}', "
                   f"listen to '{ports.output_name}'", flush=True)
             clock = f"MIDI clock (default {args.bpm:g} BPM until ticks arrive)" if args.clock == "midi" else f"{args.bpm:g} BPM"

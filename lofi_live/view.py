@@ -43,6 +43,9 @@ class EngineStatus:
     state: str = "idle"  # "idle" | "listening" | "responding"
     key: str | None = None
     provider: str = "CPUExecutionProvider"
+    model: str = ""  # name of the model playing (model_select switches it)
+    response_bars: float = 4.0
+    loop: bool = False  # the loop control is on: the last response repeats
     temperature: float = 1.0
     step_latency_ms: float = 0.0
     step_latency_p99_ms: float = 0.0
@@ -80,6 +83,10 @@ def render_header(status: EngineStatus) -> Table:
                  Text.assemble(("latency ", "dim"), f"{status.step_latency_ms:.1f} ms median"),
                  Text.assemble(("p99 ", "dim"), f"{status.step_latency_p99_ms:.1f} ms"),
                  Text.assemble(("late steps ", "dim"), late))
+    grid.add_row(Text.assemble(("model ", "dim"), status.model or "-"),
+                 Text.assemble(("response ", "dim"), f"{status.response_bars:g} bars"),
+                 Text.assemble(("loop ", "dim"), Text("on", style="bold yellow") if status.loop else Text("off")),
+                 Text(""))
     return grid
 
 

@@ -1,7 +1,8 @@
 """A stand-in model for engine unit tests: deterministic, instant, no ONNX.
 
 The fake predicts "the vocabulary token after the last one" (one-hot), so with temperature 0 the
-engine's choices are predictable: after tokens ``[.., i]`` the model plays ``i + 1``.
+engine's choices are predictable: after tokens ``[.., i]`` the model plays ``i + 1``. With
+``uniform=True`` every token is equally likely instead, so a seeded sampler picks varied tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class FakeStepper:
     def _probs(self, last: int) -> np.ndarray:
         if self.model.delay:
             time.sleep(self.model.delay)
+        if self.model.uniform:
+            return np.full(len(self.model.vocabulary), 1 / len(self.model.vocabulary), np.float32)
         probs = np.full(len(self.model.vocabulary), 1e-6, np.float32)
         probs[(last + 1) % len(self.model.vocabulary)] = 1.0
         return probs / probs.sum()
@@ -44,7 +47,9 @@ class FakeModel:
     name = "fake"
     provider = "cpu"
 
-    def __init__(self, vocabulary: Sequence[str] = VOCABULARY, window: int = 32, delay: float = 0.0):
+    def __init__(self, vocabulary: Sequence[str] = VOCABULARY, window: int = 32, delay: float = 0.0,
+                 uniform: bool = False, name: str = "fake"):
+        self.name, self.uniform = name, uniform
         self.vocabulary = list(vocabulary)
         self.index = {t: i for i, t in enumerate(self.vocabulary)}
         self.window = window

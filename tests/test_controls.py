@@ -204,3 +204,12 @@ def test_saved_strings_survive_toml(tmp_path: Path, name: str) -> None:
     path = tmp_path / "s.toml"
     save_config(path, run={"in": name})
     assert tomllib.loads(path.read_text(encoding="utf-8"))["run"]["in"] == name
+
+
+def test_run_model_may_be_a_list_for_model_select(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nmodel = ["exported_models/lofi", "exported_models/other"]\n')
+    assert load_config(path).run["model"] == ["exported_models/lofi", "exported_models/other"]
+    path.write_text("[run]\nmodel = [1, 2]\n")
+    with pytest.raises(LofiError, match="run.model"):
+        load_config(path)
