@@ -136,8 +136,15 @@ def run(args: argparse.Namespace) -> int:
     model = Model.load(args.model, provider=args.provider, window_threads=0)  # big batches: all cores
     only = held_out_names(model) if args.held_out else None
     stream, used, failed = tokenize_folder(args.data_dir, args.tokenizer, only)
+    if not used:
+        # nothing readable: one line naming the folder and the (first) file that failed, no skip notes
+        count = f"{len(failed)} files failed, first" if len(failed) > 1 else "1 file failed"
+        raise LofiError(f"{args.data_dir}: no readable MIDI file ({count}: {failed[0]})")
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
+    if len(stream) <= model.window:
+        raise LofiError(f"{args.data_dir}: only {len(stream)} tokens in {len(used)} readable file(s); "
+                        f"evaluation needs more than the window ({model.window})")
     result = evaluate_stream(model, stream)
     if args.json:
         print(json.dumps(result))

@@ -90,6 +90,8 @@ def check_midi_path(path: str | os.PathLike) -> Path:
         raise LofiError(f"{file}: no such file")
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a MIDI file")
+    if not file.is_file():  # a FIFO or a device would block or never end
+        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a MIDI file")
     try:
         size = file.stat().st_size
         with file.open("rb") as handle:

@@ -45,6 +45,13 @@ ENCODINGS = ("index", "scaled")
 PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+#: Model descriptions above this size are refused (a real one is well under 1 MB).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+#: ONNX metadata keys that bind a graph to its JSON (written by ``lofi-train export``): the SHA-256 of the
+#: vocabulary (:func:`vocabulary_digest`) and the window length. The JSON records each graph's SHA-256, so
+#: neither file can be edited or swapped without the other noticing.
+META_VOCABULARY = "lofi_live.vocabulary_sha256"
+META_WINDOW = "lofi_live.window"
 
 
 def default_model_path() -> Path:
@@ -165,12 +172,23 @@ def _read_json(path: Path) -> dict:
         onnx = path.with_suffix(".onnx")
         hint = f" ({onnx.name} exists but its JSON is missing)" if onnx.exists() else ""
         raise _fail(path, f"no such model{hint}; export one with `lofi-train export RUN -o NAME` or pass --model")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not a model description")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise _fail(path, "not a regular file (a pipe or device?), not a model description")
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise _fail(path, f"{size / 1e6:.0f} MB is too large for a model description")
         meta = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise _fail(path, "not a model description (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
         raise _fail(path, f"not valid JSON (line {error.lineno}: {error.msg})") from None
+    except RecursionError:
+        raise _fail(path, "not a model description (JSON nested too deeply)") from None
+    except ValueError as error:  # e.g. an integer with too many digits
+        raise _fail(path, f"not valid JSON ({str(error).splitlines()[0][:120]})") from None
     except OSError as error:
         raise _fail(path, f"cannot be read ({error.strerror or error})") from None
     if not isinstance(meta, dict):
@@ -192,6 +210,18 @@ def _check_vocabulary(meta: dict, where: Path) -> list[str]:
     if len(set(vocabulary)) != len(vocabulary):
         raise _fail(where, "vocabulary has duplicate tokens")
     return list(vocabulary)
+
+
+def vocabulary_digest(vocabulary: Sequence[str]) -> str:
+    """SHA-256 of the vocabulary in order (tokens joined by newlines): stored in the ONNX graphs' metadata."""
+    return hashlib.sha256("\n".join(vocabulary).encode("utf-8")).hexdigest()
+
+
+def _number(meta: dict, key: str, default: float, where: Path) -> float:
+    value = meta.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _fail(where, f"field {key!r} has the wrong type ({type(value).__name__})")
+    return float(value)
 
 
 def _sha256(data: bytes) -> str:
@@ -266,7 +296,7 @@ class Model:
         self.window = _require(meta, "window", int, json_path)
         if not 1 <= self.window <= 4096:
             raise _fail(json_path, f"window {self.window} out of range")
-        self.grid_beats = float(meta.get("grid_beats", token_rules.GRID_BEATS))
+        self.grid_beats = _number(meta, "grid_beats", token_rules.GRID_BEATS, json_path)
         if not 0 < self.grid_beats <= 16:
             raise _fail(json_path, f"grid_beats {self.grid_beats} out of range")
         self.encoding = meta.get("input_encoding", "index")
@@ -280,7 +310,7 @@ class Model:
         if step_graph is not None and not isinstance(step_graph, dict):
             raise _fail(json_path, "graphs.step must be an object")
         self.seed_windows = self._check_seed_windows(json_path)
-        self._baselines = meta.get("baselines") if isinstance(meta.get("baselines"), dict) else None
+        self._baselines = self._check_baselines(json_path)
 
         window_file, window_bytes = _read_graph(json_path, window_graph, "window")
         step_file = step_bytes = None
@@ -296,11 +326,13 @@ class Model:
         self.provider = chosen
         self._window_session = _session(window_bytes, window_file, chosen, threads=window_threads)
         self._window_in, self._window_out = self._check_window_graph(window_file, window_graph)
+        self._check_binding(window_file, self._window_session)
         self._step_session = None
         self.states: list[tuple[str, int]] = []
         if step_graph is not None:
             self._step_session = _session(step_bytes, step_file, chosen, threads=1)
             self._check_step_graph(step_file, step_graph)
+            self._check_binding(step_file, self._step_session)
         return self
 
     # -- checks ---------------------------------------------------------------------------------
@@ -318,6 +350,41 @@ class Model:
             ):
                 raise _fail(where, f"seed_windows holds a window that is not {self.window} token indices")
         return windows
+
+    def _check_baselines(self, where: Path) -> dict | None:
+        """``baselines`` is optional; when present it must hold one count and one successor per token."""
+        baselines = self.meta.get("baselines")
+        if baselines is None:
+            return None
+        size = len(self.vocabulary)
+        if not isinstance(baselines, dict):
+            raise _fail(where, "baselines must be an object with unigram_counts and bigram_next")
+        counts, following = baselines.get("unigram_counts"), baselines.get("bigram_next")
+        if (
+            not isinstance(counts, list) or len(counts) != size
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts)
+        ):
+            raise _fail(where, f"baselines.unigram_counts must be {size} non-negative numbers, one per token")
+        if (
+            not isinstance(following, list) or len(following) != size
+            or not all(isinstance(i, int) and not isinstance(i, bool) and -1 <= i < size for i in following)
+        ):
+            raise _fail(where, f"baselines.bigram_next must be {size} token indices (or -1), one per token")
+        return baselines
+
+    def _check_binding(self, where: Path, session) -> None:
+        """The graph's recorded vocabulary digest and window (when exported with them) match the JSON."""
+        try:
+            recorded = dict(session.get_modelmeta().custom_metadata_map or {})
+        except Exception:  # noqa: BLE001 - no metadata: an older export, nothing to compare
+            return
+        digest = recorded.get(META_VOCABULARY)
+        if digest is not None and digest != vocabulary_digest(self.vocabulary):
+            raise _fail(self.path, f"vocabulary differs from the one {where.name} was exported with "
+                                   "(the JSON was edited or belongs to another model)")
+        window = recorded.get(META_WINDOW)
+        if window is not None and window != str(self.window):
+            raise _fail(self.path, f"window {self.window} differs from the {window} that {where.name} was exported with")
 
     def _input_spec(self, batch: int, length: int) -> tuple[tuple[int, ...], np.dtype]:
         if self.encoding == "index":

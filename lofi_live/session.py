@@ -288,6 +288,8 @@ def read_journal(path: str | os.PathLike, recover: bool = False) -> SessionData:
         raise LofiError(f"{file}: no such file")
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a session journal")
+    if not file.is_file():  # a FIFO or a device would block or never end
+        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a session journal")
     try:
         size = file.stat().st_size
         if size > MAX_JOURNAL_BYTES:

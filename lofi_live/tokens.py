@@ -25,7 +25,9 @@ GRID_BEATS = 0.5
 _LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 #: music21's spelling of the twelve pitch classes when it decodes MIDI.
 _PC_NAMES = ("C", "C#", "D", "E-", "E", "F", "F#", "G", "G#", "A", "B-", "B")
-_NOTE_RE = re.compile(r"^([A-Ga-g])(#{1,2}|-{1,2})?(-?\d+)$")
+_NOTE_RE = re.compile(r"^([A-Ga-g])(#{1,2}|-{1,2})?(-?[0-9]+)$")
+#: ASCII digits only: ``str.isdigit`` also accepts "²" or "٣", which ``int`` then rejects or reads.
+_CHORD_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 #: Chord voicing range: the chord's lowest note lands in [CHORD_FLOOR, CHORD_FLOOR + 11].
 CHORD_FLOOR = 48
@@ -43,7 +45,7 @@ def _normal_order_table() -> dict[str, str]:
 
 def is_chord(token: str) -> bool:
     """A chord token is made of digits and dots (a lone pitch class like ``7`` counts too)."""
-    return bool(token) and all(part.isdigit() for part in token.split("."))
+    return bool(_CHORD_RE.fullmatch(token))
 
 
 def note_to_midi(name: str) -> int:

@@ -40,7 +40,7 @@ def _lstm_weights(rng, inputs: int, units: int):
     return w, r, b
 
 
-def _graph(vocab: int, window: int | None, layers, embed, dense, encoding: str, step: bool, batch):
+def _graph(vocab: int, window: int | None, layers, embed, dense, encoding: str, step: bool, batch, metadata=None):
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
@@ -86,6 +86,8 @@ def _graph(vocab: int, window: int | None, layers, embed, dense, encoding: str, 
     graph = helper.make_graph(nodes, "step" if step else "window", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    if metadata:
+        helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
@@ -118,9 +120,13 @@ def build_model(
     dense = (rng.normal(0, 1.5, (inputs, out)).astype(np.float32), rng.normal(0, 0.5, out).astype(np.float32))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"window": (f"{name}.onnx", _graph(out, window, layers, embed, dense, encoding, False, batch))}
+    # bind the graphs to the JSON as lofi-train export does (vocabulary digest and window in the metadata)
+    from lofi_live.model import META_VOCABULARY, META_WINDOW, vocabulary_digest
+
+    metadata = {META_VOCABULARY: vocabulary_digest(vocabulary), META_WINDOW: str(window)}
+    files = {"window": (f"{name}.onnx", _graph(out, window, layers, embed, dense, encoding, False, batch, metadata))}
     if step:
-        files["step"] = (f"{name}.step.onnx", _graph(out, window, layers, embed, dense, encoding, True, batch))
+        files["step"] = (f"{name}.step.onnx", _graph(out, window, layers, embed, dense, encoding, True, batch, metadata))
     graphs = {}
     for kind, (file, data) in files.items():
         (folder / file).write_bytes(data)

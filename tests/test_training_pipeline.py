@@ -85,6 +85,14 @@ def test_export_meets_the_contract_and_onnx_matches(run_dir: Path, tmp_path: Pat
         out = step.run(names, {"token": tokens[:, t:t + 1], **states})
         states = dict(zip(states, out[1:]))
     assert np.abs(out[0] - probs).max() <= 1e-4
+    # both graphs are bound to the JSON (vocabulary digest and window in their metadata), and load
+    from lofi_live.model import META_VOCABULARY, META_WINDOW, Model, vocabulary_digest
+
+    for session in (window, step):
+        recorded = session.get_modelmeta().custom_metadata_map
+        assert recorded[META_VOCABULARY] == vocabulary_digest(model["vocabulary"])
+        assert recorded[META_WINDOW] == str(WINDOW)
+    assert Model.load(target, provider="cpu").window == WINDOW
 
 
 def test_sweep_writes_one_midi_per_checkpoint(run_dir: Path) -> None:
@@ -177,3 +185,45 @@ def test_vocabulary_can_cover_a_second_corpus(corpus: Path, tmp_path: Path) -> N
     assert lofi_train(["fit", str(second), "-o", str(tuned), "--epochs", "1", "--window", "4",
                        "--vocab-from", str(pre), "--val-fraction", "0"]) == 0
     assert json.loads((tuned / "run.json").read_text())["vocabulary"] == vocabulary
+
+
+def test_sequence_preset_trains_on_every_position_and_exports_the_last(
+    corpus: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "seq"
+    common = ["fit", str(corpus), "-o", str(out), "--preset", "small-seq", "--window", str(WINDOW),
+              "--val-fraction", "0.3", "--batch-size", "32"]
+    assert lofi_train([*common, "--epochs", "1"]) == 0
+    assert lofi_train([*common, "--epochs", "2"]) == 0  # resume: reloads the compiled last-position metrics
+    run = json.loads((out / "run.json").read_text())
+    assert run["preset"] == "small-seq" and run["epochs_done"] == 2
+    assert run["options"]["stride"] == WINDOW // 2 and run["data"]["stride"] == WINDOW // 2
+    with (out / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for key in ("loss", "accuracy", "last_loss", "last_accuracy", "val_loss", "val_last_loss", "val_last_accuracy"):
+        assert key in rows[0], key
+    target = tmp_path / "models" / "seq"
+    assert lofi_train(["export", str(out), "-o", str(target)]) == 0
+    model = json.loads(target.with_suffix(".json").read_text())
+    assert model["preset"] == "small-seq" and model["graphs"]["step"]["states"] == [["h0", 256], ["c0", 256]]
+    assert model["metrics"]["parity_max_abs_diff"] <= 1e-4 and model["metrics"]["step_parity_max_abs_diff"] <= 1e-4
+    window = ort.InferenceSession(str(target.parent / "seq.onnx"), providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(str(target.parent / "seq.step.onnx"), providers=["CPUExecutionProvider"])
+    tokens = np.asarray(model["seed_windows"], dtype=np.int32)
+    probs = window.run(["probs"], {"tokens": tokens})[0]
+    assert probs.shape == (len(tokens), len(model["vocabulary"]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    states = {name: np.zeros((len(tokens), size), np.float32) for name, size in model["graphs"]["step"]["states"]}
+    names = ["probs"] + [f"{name}_out" for name in states]
+    for t in range(WINDOW):
+        result = step.run(names, {"token": tokens[:, t:t + 1], **states})
+        states = dict(zip(states, result[1:]))
+    assert np.abs(result[0] - probs).max() <= 1e-4
+    # small and small-seq share their weights: a last-position run can start a sequence run
+    tuned = tmp_path / "seq-tuned"
+    assert lofi_train(["fit", str(corpus), "-o", str(tuned), "--preset", "small-seq", "--epochs", "1",
+                       "--window", str(WINDOW), "--init-from", str(run_dir), "--val-fraction", "0",
+                       "--epoch-windows", "64"]) == 0
+    assert json.loads((tuned / "run.json").read_text())["preset"] == "small-seq"
+    assert "last_accuracy" in (tuned / "history.csv").read_text().splitlines()[0]

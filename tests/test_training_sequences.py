@@ -58,6 +58,21 @@ def test_windows_never_cross_files() -> None:
         assert len(set(row.tolist()) | {int(target)}) == 1
 
 
+def test_stride_keeps_every_nth_window_and_the_last_and_sequence_targets_shift_by_one() -> None:
+    vocabulary = [f"C{i}" for i in range(10)]
+    files = [TokenFile("a", vocabulary[:10]), TokenFile("b", vocabulary[:6])]
+    windows = make_windows(files, vocabulary, window=3, stride=2)
+    # file a: starts 0, 2, 4, 6 (its last window); file b (offset 10): 0, 2 (its last)
+    assert windows.starts.tolist() == [0, 2, 4, 6, 10, 12]
+    targets = windows.sequence_targets()
+    assert targets.shape == (6, 3)
+    assert (targets[:, :-1] == windows.inputs()[:, 1:]).all()
+    assert (targets[:, -1] == windows.targets()).all()
+    assert targets[3].tolist() == [7, 8, 9] and targets[-1].tolist() == [3, 4, 5]
+    with pytest.raises(LofiError):
+        make_windows(files, vocabulary, window=3, stride=0)
+
+
 def test_files_shorter_than_a_window_give_no_windows() -> None:
     windows = make_windows([TokenFile("short", ["C4", "D4"])], ["C4", "D4"], window=2)
     assert len(windows) == 0

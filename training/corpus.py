@@ -154,9 +154,11 @@ def hash_and_lookup(path: str, relpath: str, cache_dir: Path | None) -> FileResu
 def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir: str | None) -> FileResult:
     """Parse one file with the seed rules under a SIGALRM time limit; every failure becomes a reason.
 
-    Runs in a worker process (or the main thread with one worker). music21 reads some broken files
-    as empty, so a file without tokens is checked with mido to tell "corrupt" from "no notes". A
-    file that parses but holds no notes is cached too (as no tokens), so a rerun skips it.
+    Runs in a worker process (or the main thread with one worker). The file is first read with mido
+    (:func:`lofi_live.midifile.read_midi`), so a truncated, corrupt or zero-track file fails with the
+    same reason as in every other command (music21 reads a truncated file as far as it goes, and some
+    broken ones as empty). A file that parses but holds no notes is cached too (as no tokens), so a
+    rerun skips it.
     """
     try:
         # the same checks as every other command (truncated, zero-track, type 2...): music21 itself reads
@@ -286,6 +288,8 @@ def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
         raise LofiError(f"{file}: no such corpus file")
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a corpus file (make one with lofi-train prepare)")
+    if not file.is_file():  # a FIFO or a device would block or never end
+        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a corpus file")
     try:
         size = file.stat().st_size
         if size == 0:

@@ -3,7 +3,8 @@
 Follows docs/MODEL_FORMAT.md. Both graphs are traced from the same Keras layers with
 ``tf2onnx.convert.from_function`` (``from_keras`` fails on Keras 3):
 
-* the window graph calls the model on ``tokens``;
+* the window graph calls the model on ``tokens`` (a ``*-seq`` model's output is cut to its last
+  position, so every preset's window graph gives ``probs [N, V]``);
 * the step graph runs one token through the same layers, calling each LSTM layer's cell on the
   given ``h{k}``/``c{k}`` states, so the runtime decides in O(1) per step instead of re-reading the
   window.
@@ -26,6 +27,7 @@ import numpy as np
 from lofi_live.errors import LofiError
 from lofi_live.tokens import GRID_BEATS
 from training.fit import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
+from training.presets import last_position
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -81,6 +83,22 @@ def convert(function: Callable[..., Any], specs: Sequence[Any], output_names: Se
         if output.name != name:
             proto.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name], name=f"rename_{name}"))
             output.name = name
+    return proto.SerializeToString()
+
+
+def bind_graph(graph: bytes, vocabulary: Sequence[str], window: int) -> bytes:
+    """Record the vocabulary digest and window in the graph's metadata (docs/MODEL_FORMAT.md).
+
+    The JSON records each graph's SHA-256 and the graph records the JSON's vocabulary and window, so
+    the runtime refuses a JSON edited or paired with another model's graphs. Metadata does not change
+    what the graph computes.
+    """
+    import onnx
+
+    from lofi_live.model import META_VOCABULARY, META_WINDOW, vocabulary_digest
+
+    proto = onnx.load_from_string(graph)
+    onnx.helper.set_model_props(proto, {META_VOCABULARY: vocabulary_digest(vocabulary), META_WINDOW: str(window)})
     return proto.SerializeToString()
 
 
@@ -141,7 +159,7 @@ def export(run_dir: Path, checkpoint: Path | None, target: Path) -> dict[str, An
     dtype = tf.int32 if encoding == "index" else tf.float32
     tail = [] if encoding == "index" else [1]
     window_graph = convert(
-        lambda tokens: [model(tokens, training=False)],
+        lambda tokens: [last_position(model, model(tokens, training=False))],
         [tf.TensorSpec([None, window, *tail], dtype, name="tokens")], ["probs"])
     state_specs = [tf.TensorSpec([None, n], tf.float32, name=f"{s}{k}")
                    for k, n in enumerate(units) for s in ("h", "c")]
@@ -154,7 +172,7 @@ def export(run_dir: Path, checkpoint: Path | None, target: Path) -> dict[str, An
     if windows.size == 0:
         raise LofiError(f"{run_dir / 'run.json'}: holds no seed_windows to check the export on")
     inputs = encode_inputs(windows, encoding, vocab)
-    expected = np.asarray(model(inputs, training=False))
+    expected = np.asarray(last_position(model, model(inputs, training=False)))
     window_probs = session(window_graph).run(["probs"], {"tokens": inputs})[0]
     parity = float(np.abs(window_probs - expected).max())
     step_probs = run_steps(session(step_graph), inputs, units)
@@ -165,6 +183,8 @@ def export(run_dir: Path, checkpoint: Path | None, target: Path) -> dict[str, An
         raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
                         f"tolerance {PARITY_TOLERANCE:g}); nothing written")
 
+    window_graph = bind_graph(window_graph, vocabulary, window)
+    step_graph = bind_graph(step_graph, vocabulary, window)
     stem = output_stem(target)
     name = stem.name
     metrics = metrics_for(read_history(run_dir), checkpoint_epoch(source))

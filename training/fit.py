@@ -6,7 +6,8 @@ A run directory holds everything the later steps need, so export and sweep never
   names included), options, the command line, epochs done, plus the export's ``seed_windows``
   and ``baselines`` computed from the training tokens;
 * ``weights-improvement-{epoch:02d}-{loss:.4f}.keras``: one checkpoint per improving epoch (the
-  seed's naming; validation loss decides "improving" when there is a validation set);
+  seed's naming; validation loss decides "improving" when there is a validation set; for the
+  ``*-seq`` presets the loss of the last window position, ``val_last_loss``, decides);
 * ``last.keras``: the latest epoch with its optimizer state, used to resume;
 * ``history.csv`` and ``curves.png``: loss and accuracy per epoch, training vs validation.
 
@@ -33,7 +34,7 @@ import numpy as np
 from lofi_live.errors import LofiError
 from training import sequences
 from training.corpus import load_corpus
-from training.presets import PRESETS, compile_model, get_preset
+from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, custom_objects, get_preset
 
 RUN_FORMAT = 1
 CHECKPOINT_RE = re.compile(r"^weights-improvement-(\d+)-([0-9.]+|nan|inf)\.keras$")
@@ -58,14 +59,16 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise LofiError(f"{run_dir}: not a run folder (expected a folder made by lofi-train fit)")
     file = run_dir / "run.json"
+    if file.exists() and not file.is_file():
+        raise LofiError(f"{file}: not a regular file, {run_dir} is not a run folder made by lofi-train fit")
     try:
         run = json.loads(file.read_text())
     except FileNotFoundError:
         raise LofiError(f"{file}: missing, {run_dir} is not a run folder made by lofi-train fit") from None
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
-    except ValueError as error:
-        raise LofiError(f"{file}: corrupt run file ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise LofiError(f"{file}: corrupt run file ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
     needed = ("vocabulary", "window", "preset", "input_encoding", "options", "epochs_done")
     if not isinstance(run, dict) or run.get("format") != RUN_FORMAT or any(k not in run for k in needed):
         raise LofiError(f"{file}: not a lofi-train run file (needs format {RUN_FORMAT} and {', '.join(needed)})")
@@ -88,7 +91,7 @@ def load_model(path: Path, compile: bool = False) -> Any:
     if not path.is_file():
         raise LofiError(f"{path}: no such checkpoint file")
     try:
-        return keras.models.load_model(path, compile=compile)
+        return keras.models.load_model(path, compile=compile, custom_objects=custom_objects())
     except Exception as error:  # noqa: BLE001 - Keras raises many types on a bad archive
         raise LofiError(f"{path}: cannot load Keras checkpoint ({str(error).splitlines()[0][:200]})") from None
 
@@ -115,7 +118,11 @@ def _number(text: str | None) -> float | None:
 
 
 def plot_curves(history: Sequence[dict[str, float]], target: Path) -> None:
-    """Loss and accuracy per epoch, training vs validation, as a PNG."""
+    """Loss and accuracy per epoch, training vs validation, as a PNG.
+
+    A sequence preset's history also has ``last_loss`` / ``last_accuracy`` (last window position
+    only); they are drawn dashed next to the all-position curves.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,9 +132,12 @@ def plot_curves(history: Sequence[dict[str, float]], target: Path) -> None:
     epochs = [int(row["epoch"]) + 1 for row in history]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
-        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
-            if all(key in row for row in history):
-                axis.plot(epochs, [row[key] for row in history], marker="o", label=label)
+        series = ((metric, "training", "-"), (f"val_{metric}", "validation", "-"),
+                  (f"last_{metric}", "training, last position", "--"),
+                  (f"val_last_{metric}", "validation, last position", "--"))
+        for key, label, style in series:
+            if history and all(key in row for row in history):
+                axis.plot(epochs, [row[key] for row in history], marker="o", linestyle=style, label=label)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(metric)
@@ -174,7 +184,8 @@ def build_data(
         lists = [f.tokens for f in train_aug + val + extra]
         vocabulary = sequences.build_vocabulary(lists, options["min_count"])
     window = options["window"]
-    train_windows = sequences.make_windows(train_aug, vocabulary, window)
+    stride = int(options.get("stride") or 1)
+    train_windows = sequences.make_windows(train_aug, vocabulary, window, stride)
     if not len(train_windows):
         raise LofiError(f"no training file has more than {window} tokens: lower --window or add files")
     if options["oversample"]:
@@ -192,6 +203,7 @@ def build_data(
             "train_files": len(train),
             "validation_files": [f.name for f in val],
             "train_windows": len(train_windows),
+            "stride": stride,
             "validation_windows": len(val_windows),
             "transpose": options["transpose"],
             "oversample": options["oversample"],
@@ -208,9 +220,14 @@ def build_data(
 
 
 def make_dataset(
-    windows: sequences.WindowSet, encoding: str, vocab: int, batch_size: int, shuffle: bool, seed: int
+    windows: sequences.WindowSet, encoding: str, vocab: int, batch_size: int, shuffle: bool, seed: int,
+    sequence: bool = False,
 ) -> Any:
-    """A tf.data pipeline cutting windows out of the flat index array batch by batch."""
+    """A tf.data pipeline cutting windows out of the flat index array batch by batch.
+
+    Targets are ``[N]`` (the token after the window), or ``[N, window]`` with ``sequence`` (the next
+    token at every position, ``ids[s+1 : s+window+1]``).
+    """
     import tensorflow as tf
 
     ids = tf.constant(windows.ids)
@@ -221,7 +238,10 @@ def make_dataset(
 
     def cut(starts: Any) -> tuple[Any, Any]:
         inputs = tf.gather(ids, starts[:, None] + offsets[None, :])
-        targets = tf.gather(ids, starts + windows.window)
+        if sequence:
+            targets = tf.gather(ids, starts[:, None] + 1 + offsets[None, :])
+        else:
+            targets = tf.gather(ids, starts + windows.window)
         if encoding == "scaled":
             inputs = tf.cast(inputs, tf.float32)[..., None] / float(vocab)
         return inputs, targets
@@ -237,10 +257,12 @@ def _write_json(path: Path, value: Any) -> None:
 
 def new_options(args: argparse.Namespace) -> dict[str, Any]:
     """The data and model options of a new run, as stored in run.json (a resume reuses them)."""
+    preset = args.preset or (_run_of(args.init_from)["preset"] if args.init_from else "small")
     return {
         "corpora": [str(p) for p in args.corpora],
-        "preset": args.preset or (_run_of(args.init_from)["preset"] if args.init_from else "small"),
+        "preset": preset,
         "window": args.window,
+        "stride": args.stride or default_stride(preset, args.window),
         "transpose": args.transpose,
         "oversample": args.oversample,
         "loop_short": args.loop_short,
@@ -254,6 +276,16 @@ def new_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def default_stride(preset: str, window: int) -> int:
+    """1 (every window) for last-position presets; ``window // 2`` for sequence presets.
+
+    A sequence preset learns from every position of a window, so windows half a window apart still
+    make each token a target twice, once with at least half a window of context, at 1/(window/2)
+    of the steps per epoch.
+    """
+    return max(1, window // 2) if preset in SEQUENCE_PRESETS else 1
+
+
 def shared_vocabulary(vocab_from: Path | None, init_from: Path | None) -> list[str] | None:
     """The vocabulary imposed by ``--vocab-from`` and/or ``--init-from`` (they must agree), else None."""
     vocabulary = _vocabulary_of(vocab_from) if vocab_from else None
@@ -265,15 +297,27 @@ def shared_vocabulary(vocab_from: Path | None, init_from: Path | None) -> list[s
     return vocabulary
 
 
+def _base_preset(name: str) -> str:
+    return name.removesuffix("-seq")
+
+
 def fine_tuning_start(source: Path, preset: str, window: int) -> Any:
-    """Another run's best checkpoint (or the given one), recompiled with a fresh optimizer."""
+    """Another run's best checkpoint (or the given one), recompiled with a fresh optimizer.
+
+    ``small`` and ``small-seq`` (and ``medium`` / ``medium-seq``) have the same weights, so either
+    can start the other: the weights are copied into a freshly built model of the run's preset.
+    """
     checkpoint = source if source.is_file() else best_checkpoint(source)
     source_run = load_run(checkpoint.parent)
-    if source_run["preset"] != preset or source_run["window"] != window:
+    if _base_preset(source_run["preset"]) != _base_preset(preset) or source_run["window"] != window:
         raise LofiError(f"{checkpoint}: a {source_run['preset']} model with window {source_run['window']} cannot "
                         f"start a {preset} run with window {window} (use the same --preset and --window)")
     model = load_model(checkpoint)
-    compile_model(model, "seed" if preset == "seed" else "adam")
+    if source_run["preset"] != preset:
+        rebuilt = get_preset(preset).build(len(source_run["vocabulary"]), window)
+        rebuilt.set_weights(model.get_weights())
+        return rebuilt
+    compile_model(model, "seed" if preset == "seed" else "adam", sequence=preset in SEQUENCE_PRESETS)
     return model
 
 
@@ -326,17 +370,21 @@ def fit(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or preset.batch_size
     # A resumed run shuffles with another seed, so it does not replay the first epochs' order.
     shuffle_seed = options["seed"] + epochs_done
-    train_data = make_dataset(train_windows, preset.input_encoding, vocab, batch_size, True, shuffle_seed)
+    train_data = make_dataset(train_windows, preset.input_encoding, vocab, batch_size, True, shuffle_seed,
+                              preset.sequence)
     steps_per_epoch = None
     if args.epoch_windows and args.epoch_windows < len(train_windows):
         train_data = train_data.repeat()
         steps_per_epoch = -(-args.epoch_windows // batch_size)
-    val_data = (make_dataset(val_windows, preset.input_encoding, vocab, batch_size, False, options["seed"])
-                if len(val_windows) else None)
-    monitor = "val_loss" if val_data is not None else "loss"
+    val_data = (make_dataset(val_windows, preset.input_encoding, vocab, batch_size, False, options["seed"],
+                             preset.sequence) if len(val_windows) else None)
+    # Sequence presets keep the checkpoint whose last window position (what the live engine
+    # predicts from) scores best: their all-position loss mostly rates predictions from short context.
+    monitor = ("val_" if val_data is not None else "") + ("last_loss" if preset.sequence else "loss")
     history = read_history(run_dir)
     best = min((row[monitor] for row in history if monitor in row), default=None)
-    print(f"{run_dir}: {preset.name} preset, vocabulary {vocab}, {len(train_windows)} training windows, "
+    print(f"{run_dir}: {preset.name} preset, vocabulary {vocab}, {len(train_windows)} training windows "
+          f"(stride {fields['data']['stride']}), "
           f"{len(val_windows)} validation windows, epochs {epochs_done + 1}..{args.epochs}")
     callbacks = [
         keras.callbacks.ModelCheckpoint(
@@ -385,6 +433,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-windows", type=int, metavar="N",
                         help="make an epoch N shuffled training windows instead of all of them (large corpora)")
     parser.add_argument("--window", type=int, default=32, help="tokens per input window (default 32)")
+    parser.add_argument("--stride", type=int, metavar="N",
+                        help="training windows start every N tokens (default: 1 = every window; "
+                        "window/2 for the *-seq presets, which learn from every position); validation uses all")
     parser.add_argument("--transpose", action="store_true", help="add every training file in all 12 keys (-5..+6)")
     parser.add_argument("--loop-short", action="store_true",
                         help="repeat files shorter than a window (e.g. 1-bar loops) until they give windows")
@@ -405,9 +456,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    optional = (args.batch_size, args.epoch_windows)
+    optional = (args.batch_size, args.epoch_windows, args.stride)
     if args.epochs < 1 or args.window < 1 or any(v is not None and v < 1 for v in optional):
-        raise LofiError("--epochs, --window, --batch-size and --epoch-windows must be at least 1")
+        raise LofiError("--epochs, --window, --batch-size, --epoch-windows and --stride must be at least 1")
     if not 0 <= args.val_fraction < 1:
         raise LofiError(f"--val-fraction must be in [0, 1), not {args.val_fraction:g}")
     for source in filter(None, (args.init_from, args.vocab_from)):

@@ -2,6 +2,13 @@
 
 Every preset is a Sequential stack of Embedding / LSTM / Dense / Dropout layers only, so the export
 can rebuild a one-step graph from the same layers (an LSTM's cell, a Dense applied per step).
+
+The ``*-seq`` presets ("sequence" presets) predict the next token at every position of the window
+while training: their last LSTM returns sequences, the Dense softmax applies per time step, the
+model outputs ``[N, window, V]`` and the targets are ``ids[s+1 : s+window+1]``. One window thus
+gives ``window`` targets instead of one, which is what lets a model learn to copy a repeating loop
+from its context quickly. Their metrics ``last_loss`` / ``last_accuracy`` score the last position
+only, the one the live engine uses; the export keeps only that position (see :func:`last_position`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,12 @@ PRESETS: dict[str, tuple[str, int, str]] = {
     "seed": ("scaled", 64, "the seed article: 3 x LSTM 512 with Dense 256 between, index/vocab input, rmsprop"),
     "small": ("index", 64, "Embedding 64 -> LSTM 256 -> Dropout 0.2 -> softmax, adam; trains in minutes on 2 cores"),
     "medium": ("index", 64, "Embedding 96 -> 2 x LSTM 256 with Dropout 0.2 -> softmax, adam"),
+    "small-seq": ("index", 64, "as small, trained on the next token at every window position"),
+    "medium-seq": ("index", 64, "as medium, trained on the next token at every window position"),
 }
+
+#: presets whose model outputs ``[N, window, V]`` (a prediction per position)
+SEQUENCE_PRESETS = frozenset({"small-seq", "medium-seq"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,11 @@ class Preset:
     input_encoding: str
     batch_size: int
     build: Callable[[int, int], Any]
+
+    @property
+    def sequence(self) -> bool:
+        """Whether the model predicts at every window position (targets ``[N, window]``)."""
+        return self.name in SEQUENCE_PRESETS
 
 
 def _seed(vocab: int, window: int) -> Any:
@@ -76,7 +93,39 @@ def _medium(vocab: int, window: int) -> Any:
     return model
 
 
-_BUILDERS = {"seed": _seed, "small": _small, "medium": _medium}
+def _small_seq(vocab: int, window: int) -> Any:
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=(window,), dtype="int32"),
+        layers.Embedding(vocab, 64),
+        layers.LSTM(256, return_sequences=True),
+        layers.Dropout(0.2),
+        layers.Dense(vocab, activation="softmax"),
+    ], name="small_seq")
+    compile_model(model, "adam", sequence=True)
+    return model
+
+
+def _medium_seq(vocab: int, window: int) -> Any:
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape=(window,), dtype="int32"),
+        layers.Embedding(vocab, 96),
+        layers.LSTM(256, return_sequences=True),
+        layers.Dropout(0.2),
+        layers.LSTM(256, return_sequences=True),
+        layers.Dropout(0.2),
+        layers.Dense(vocab, activation="softmax"),
+    ], name="medium_seq")
+    compile_model(model, "adam", sequence=True)
+    return model
+
+
+_BUILDERS = {"seed": _seed, "small": _small, "medium": _medium, "small-seq": _small_seq, "medium-seq": _medium_seq}
 
 
 def get_preset(name: str) -> Preset:
@@ -84,13 +133,47 @@ def get_preset(name: str) -> Preset:
     return Preset(name, encoding, batch_size, _BUILDERS[name])
 
 
-def compile_model(model: Any, optimizer: str) -> None:
+def compile_model(model: Any, optimizer: str, sequence: bool = False) -> None:
     """Compile with a fresh optimizer: ``"seed"`` is the article's rmsprop, ``"adam"`` Adam at 2e-3.
 
     Sparse categorical cross-entropy on integer targets equals the seed's categorical
-    cross-entropy on one-hot targets, without the one-hot matrix.
+    cross-entropy on one-hot targets, without the one-hot matrix. A ``sequence`` model's loss and
+    ``accuracy`` average over all window positions; ``last_loss`` and ``last_accuracy`` score the
+    last position alone (the same quantities as a last-position preset's ``loss`` and ``accuracy``).
     """
     import keras
 
     fresh = keras.optimizers.RMSprop() if optimizer == "seed" else keras.optimizers.Adam(2e-3)
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=fresh, metrics=["accuracy"])
+    metrics: list[Any] = ["accuracy"]
+    if sequence:
+        metrics += [last_loss, last_accuracy]
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=fresh, metrics=metrics)
+
+
+def last_loss(y_true: Any, y_pred: Any) -> Any:
+    """Cross-entropy of the last window position only (targets ``[N, W]``, probabilities ``[N, W, V]``)."""
+    import keras
+
+    return keras.losses.sparse_categorical_crossentropy(y_true[:, -1], y_pred[:, -1, :])
+
+
+def last_accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Top-1 accuracy of the last window position only."""
+    import keras
+
+    return keras.metrics.sparse_categorical_accuracy(y_true[:, -1], y_pred[:, -1, :])
+
+
+def custom_objects() -> dict[str, Any]:
+    """What ``keras.models.load_model(..., compile=True)`` needs to rebuild a sequence preset's metrics."""
+    return {"last_loss": last_loss, "last_accuracy": last_accuracy}
+
+
+def is_sequence_model(model: Any) -> bool:
+    """Whether a Keras model outputs a prediction per position (``[N, W, V]``) rather than ``[N, V]``."""
+    return len(model.output_shape) == 3
+
+
+def last_position(model: Any, probs: Any) -> Any:
+    """The model's output for the last window position: ``[N, V]`` whatever the preset."""
+    return probs[:, -1, :] if is_sequence_model(model) else probs

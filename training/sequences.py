@@ -53,6 +53,11 @@ class WindowSet:
         chosen = self.starts if starts is None else starts
         return self.ids[chosen + self.window]
 
+    def sequence_targets(self, starts: np.ndarray | None = None) -> np.ndarray:
+        """The next token at every position ``[N, window]``: ``ids[s+1 : s+window+1]`` (sequence presets)."""
+        chosen = self.starts if starts is None else starts
+        return self.ids[chosen[:, None] + 1 + np.arange(self.window)[None, :]]
+
 
 def corpus_files(corpora: Sequence[dict], labels: Sequence[str]) -> list[TokenFile]:
     """The files of several corpora; names are prefixed with the corpus label when there are several."""
@@ -176,8 +181,13 @@ def index_cache(vocabulary: Sequence[str]) -> dict[str, int]:
     return {token: index for index, token in enumerate(vocabulary)}
 
 
-def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: int) -> WindowSet:
-    """Every window of every file, never across files; a file shorter than ``window + 1`` gives none."""
+def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: int, stride: int = 1) -> WindowSet:
+    """Every ``stride``-th window of every file, never across files; a file shorter than ``window + 1`` gives none.
+
+    With a stride above 1 each file also gives its last window, so its final tokens are targets too.
+    """
+    if stride < 1:
+        raise LofiError(f"--stride must be at least 1, not {stride}")
     cache = index_cache(vocabulary)
     chunks: list[np.ndarray] = []
     starts: list[np.ndarray] = []
@@ -185,7 +195,10 @@ def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: 
     for file in files:
         ids = encode(file.tokens, vocabulary, cache)
         if len(ids) > window:
-            starts.append(offset + np.arange(len(ids) - window, dtype=np.int64))
+            local = np.arange(0, len(ids) - window, stride, dtype=np.int64)
+            if local[-1] != len(ids) - window - 1:
+                local = np.append(local, len(ids) - window - 1)
+            starts.append(offset + local)
         chunks.append(ids)
         offset += len(ids)
     flat = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)

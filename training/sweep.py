@@ -19,6 +19,7 @@ from lofi_live.midifile import NoteEvent, write_midi
 from lofi_live.tokens import GRID_BEATS, token_pitches
 from training.export import encode_inputs
 from training.fit import checkpoints, load_model, load_run
+from training.presets import last_position
 
 
 def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, vocab: int) -> list[int]:
@@ -27,7 +28,7 @@ def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, 
     out: list[int] = []
     for _ in range(steps):
         inputs = encode_inputs(np.asarray([window]), encoding, vocab)
-        index = int(np.argmax(np.asarray(model(inputs, training=False))[0]))
+        index = int(np.argmax(np.asarray(last_position(model, model(inputs, training=False)))[0]))
         out.append(index)
         window = window[1:] + [index]
     return out
