@@ -7,6 +7,8 @@ position with ``window`` tokens before it is scored:
 * ``top1`` / ``top5``: the true next token is the model's first / among its five likeliest;
 * ``nll``: mean ``-log p(true token)``; a true token outside the model's vocabulary is a miss for every
   metric and counts ``-log(EPSILON)`` (about 27.6 nats), as does any probability below ``EPSILON``;
+* ``network_top1`` (only for a model with a loop cache): top-1 of the network alone, without the
+  cache's votes (lofi_live/loop_cache.py), so the two parts can be told apart;
 * ``baseline_unigram_top1``: always predicting the most frequent training token;
 * ``baseline_bigram_top1``: predicting the most frequent training successor of the previous token
   (``baselines.bigram_next``; the unigram's best when that token was never followed).
@@ -106,13 +108,16 @@ def evaluate_stream(model, stream: list[str]) -> dict:
     targets = np.array([model.index.get(token, -1) for token in stream], np.int64)
     positions = np.arange(window, len(stream))
     windows = np.lib.stride_tricks.sliding_window_view(inputs, window)[: len(positions)]
-    top1 = top5 = 0
+    top1 = top5 = network_top1 = 0
     nll = 0.0
     for start in range(0, len(positions), BATCH):
-        probs = model.window_probs(windows[start : start + BATCH])
+        batch = windows[start : start + BATCH]
+        network = model.window_probs(batch, cache=False)
+        probs = np.stack([model.loop_cache.mix(row, window) for row, window in zip(network, batch)])
         truth = targets[positions[start : start + BATCH]]
         known = truth >= 0
         safe = np.where(known, truth, 0)
+        network_top1 += int(np.sum(known & (np.argmax(network, axis=1) == safe)))
         p_true = np.where(known, probs[np.arange(len(truth)), safe], 0.0)
         top1 += int(np.sum(known & (np.argmax(probs, axis=1) == safe)))
         best5 = np.argpartition(-probs, min(5, probs.shape[1]) - 1, axis=1)[:, :5]
@@ -121,6 +126,8 @@ def evaluate_stream(model, stream: list[str]) -> dict:
     n = len(positions)
     result = {"n": n, "top1": top1 / n, "top5": top5 / n, "nll": nll / n,
               "baseline_unigram_top1": None, "baseline_bigram_top1": None}
+    if model.loop_cache.active:
+        result["network_top1"] = network_top1 / n
     predictions = baseline_predictions(model, inputs[positions - 1])
     if predictions is not None:
         unigram, bigram = predictions
@@ -157,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("top-1", f"{result['top1']:.3f}")
+    if "network_top1" in result:
+        table.add_row("top-1 of the network alone (no loop cache)", f"{result['network_top1']:.3f}")
     table.add_row("top-5", f"{result['top5']:.3f}")
     table.add_row("mean NLL (nats)", f"{result['nll']:.3f}")
     for key, label in (("baseline_unigram_top1", "unigram top-1"), ("baseline_bigram_top1", "bigram top-1")):

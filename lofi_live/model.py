@@ -36,6 +36,7 @@ import numpy as np
 
 from lofi_live import tokens as token_rules
 from lofi_live.errors import LofiError
+from lofi_live.loop_cache import LoopCache
 
 #: Environment variable naming the model used when ``--model`` is not given.
 MODEL_ENV = "LOFI_LIVE_MODEL"
@@ -311,6 +312,7 @@ class Model:
             raise _fail(json_path, "graphs.step must be an object")
         self.seed_windows = self._check_seed_windows(json_path)
         self._baselines = self._check_baselines(json_path)
+        self.loop_cache = self._check_loop_cache(json_path)
 
         window_file, window_bytes = _read_graph(json_path, window_graph, "window")
         step_file = step_bytes = None
@@ -336,6 +338,19 @@ class Model:
         return self
 
     # -- checks ---------------------------------------------------------------------------------
+
+    def _check_loop_cache(self, where: Path) -> LoopCache:
+        entry = self.meta.get("loop_cache")
+        if entry is None:
+            return LoopCache()
+        if not isinstance(entry, dict):
+            raise _fail(where, "loop_cache must be an object with weight and decay")
+        weight, decay = entry.get("weight", 0.0), entry.get("decay", 0.9)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (weight, decay)):
+            raise _fail(where, "loop_cache weight and decay must be numbers")
+        if not (0.0 <= weight < 1.0 and 0.0 < decay <= 1.0):
+            raise _fail(where, f"loop_cache weight {weight} must be in [0, 1) and decay {decay} in (0, 1]")
+        return LoopCache(float(weight), float(decay))
 
     def _check_seed_windows(self, where: Path) -> list[list[int]]:
         windows = self.meta.get("seed_windows", [])
@@ -528,8 +543,12 @@ class Model:
         session = session or self._window_session
         return session.run([out_name or self._window_out], {in_name or self._window_in: self.feed(windows)})[0]
 
-    def window_probs(self, windows: np.ndarray, batch: int = 1024) -> np.ndarray:
-        """Next-token probabilities ``(N, V)`` for token-index windows ``(N, window)``."""
+    def window_probs(self, windows: np.ndarray, batch: int = 1024, cache: bool = True) -> np.ndarray:
+        """Next-token probabilities ``(N, V)`` for token-index windows ``(N, window)``.
+
+        With ``cache`` (the default, as played) the model's loop cache is mixed in; ``cache=False``
+        gives the network alone.
+        """
         windows = np.asarray(windows)
         if windows.ndim == 1:
             windows = windows[None, :]
@@ -542,7 +561,10 @@ class Model:
         parts = [self._run_window(windows[i : i + batch]) for i in range(0, len(windows), batch)]
         if not parts:
             return np.zeros((0, len(self.vocabulary)), np.float32)
-        return np.concatenate(parts)
+        probs = np.concatenate(parts)
+        if cache and self.loop_cache.active:
+            probs = np.stack([self.loop_cache.mix(row, window) for row, window in zip(probs, windows)])
+        return probs
 
     def stepper(self) -> "Stepper | WindowStepper":
         """A fresh incremental predictor (step graph when exported, else the window graph)."""
@@ -625,7 +647,7 @@ class Stepper:
         self._history.clear()
         self._history.extend(tokens)
         self._since_sync = 0
-        self.probs = outputs[0][0]
+        self.probs = self.model.loop_cache.mix(outputs[0][0], self._history)
         return self.probs
 
     def advance(self, token: int) -> np.ndarray:
@@ -655,6 +677,7 @@ class Stepper:
             self.probs = shadow[0][0] if resync else outputs[0][0]
         if resync:
             self._since_sync = 0
+        self.probs = self.model.loop_cache.mix(self.probs, self._history)
         return self.probs
 
     @property
@@ -684,7 +707,7 @@ class WindowStepper:
         filled = (tokens * (self.window // len(tokens) + 1))[-self.window :]
         self._buffer[0] = filled
         self._count = len(tokens)
-        self.probs = self.model._run_window(self._buffer)[0]
+        self.probs = self.model.loop_cache.mix(self.model._run_window(self._buffer)[0], self.history)
         return self.probs
 
     def advance(self, token: int) -> np.ndarray:
@@ -694,7 +717,7 @@ class WindowStepper:
         self._buffer[0, :-1] = self._buffer[0, 1:]
         self._buffer[0, -1] = token
         self._count += 1
-        self.probs = self.model._run_window(self._buffer)[0]
+        self.probs = self.model.loop_cache.mix(self.model._run_window(self._buffer)[0], self.history)
         return self.probs
 
     @property

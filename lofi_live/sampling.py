@@ -21,13 +21,13 @@ from lofi_live import tokens as token_rules
 from lofi_live.errors import LofiError
 
 #: Default sampling temperature and top-k. Argmax (temperature 0) loops on one or a few tokens, the
-#: seed's weakness (issue 4): on a LoFi `small` model, 500 argmax steps gave 1-4 distinct tokens and runs
-#: of 500. Measured with benchmarks/sampling_sanity.py (500 steps x 10 seeds, a `small` model fitted 25
-#: epochs on the LoFi folder): T 0.8/top-5 -> min 12 distinct; T 1/top-8 -> min 20; T 0.9/top-10 -> min 25
-#: distinct (mean 37), longest run 5, 73 % of pitch classes in the detected key; top-16 or all tokens give
-#: more variety but fewer notes in key (67 % / 76 % with wild jumps). Re-run on the shipped model.
-DEFAULT_TEMPERATURE = 0.9
-DEFAULT_TOP_K = 10
+#: seed's weakness (issue 4). Measured on the shipped model (exported_models/lofi, loop cache 0.5) with
+#: benchmarks/sampling_sanity.py, 500 steps from each seed window: argmax -> min 1 distinct token, runs
+#: of 500; T 0.9/top-10 -> min 18 distinct (too loopy with the cache); T 1.0/top-16 -> min 20;
+#: T 1.0/top-24 -> min 24 distinct over 30 seeds (mean 39), longest run 6, 89 % of pitch classes in the
+#: detected key; T 1.0 over all tokens -> more variety but 85 % in key.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_K = 24
 #: Never sample the same token more than this many times in a row (issue 4: no run longer than 8).
 DEFAULT_MAX_REPEAT = 6
 #: Temperatures below this are treated as 0 (argmax): dividing log-probabilities by ~0 overflows.

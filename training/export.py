@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lofi_live.errors import LofiError
+from lofi_live.loop_cache import LoopCache
 from lofi_live.tokens import GRID_BEATS
 from training.fit import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
 from training.presets import last_position
@@ -139,8 +140,13 @@ def metrics_for(history: Sequence[dict[str, float]], epoch: int | None) -> dict[
     return metrics
 
 
-def export(run_dir: Path, checkpoint: Path | None, target: Path) -> dict[str, Any]:
-    """Export, check and write the model; returns the JSON description written."""
+def export(
+    run_dir: Path, checkpoint: Path | None, target: Path, loop_cache: LoopCache = LoopCache()
+) -> dict[str, Any]:
+    """Export, check and write the model; returns the JSON description written.
+
+    ``loop_cache`` is recorded in the JSON and mixed in by the runtime (lofi_live.loop_cache).
+    """
     from training.tfsetup import quiet_keras
 
     run = load_run(run_dir)
@@ -205,6 +211,7 @@ def export(run_dir: Path, checkpoint: Path | None, target: Path) -> dict[str, An
                      "states": [[f"{s}{k}", n] for k, n in enumerate(units) for s in ("h", "c")]},
         },
         "seed_windows": windows.tolist(),
+        "loop_cache": {"weight": loop_cache.weight, "decay": loop_cache.decay},
         "baselines": run["baselines"],
         "data": run["data"],
         "metrics": metrics,
@@ -241,10 +248,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint to export (default: the run's best, its last improvement)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="exported_models/NAME",
                         help="writes NAME.onnx, NAME.step.onnx and NAME.json")
+    parser.add_argument("--loop-cache", type=float, default=0.0, metavar="WEIGHT",
+                        help="mix this share of the loop cache into the network's predictions at run time "
+                        "(0 = network alone, the default; see lofi_live/loop_cache.py)")
+    parser.add_argument("--loop-decay", type=float, default=0.9, metavar="DECAY",
+                        help="per-token decay of the loop cache's votes (default 0.9)")
 
 
 def run(args: argparse.Namespace) -> int:
-    description = export(args.run_dir, args.checkpoint, args.output)
+    if not (0.0 <= args.loop_cache < 1.0 and 0.0 < args.loop_decay <= 1.0):
+        raise LofiError(f"--loop-cache {args.loop_cache} must be in [0, 1) and --loop-decay {args.loop_decay} in (0, 1]")
+    description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay))
     stem = output_stem(args.output)
     print(f"{stem}.json: {description['preset']} model, vocabulary {len(description['vocabulary'])}, "
           f"window {description['window']}, graphs {stem.name}.onnx and {stem.name}.step.onnx")
