@@ -16,6 +16,7 @@ from typing import Sequence
 import mido
 
 from lofi_live.errors import LofiError
+from lofi_live.files import checked_file
 
 #: Ticks per beat of written files: divisible by 2, 3, 4, 8 and 12 so grid steps are exact.
 TICKS_PER_BEAT = 480
@@ -85,23 +86,14 @@ def _note_track(name: str, notes: Sequence[NoteEvent], program: int) -> mido.Mid
 
 def check_midi_path(path: str | os.PathLike) -> Path:
     """Refuse a path that is missing, a folder, unreadable, empty, huge or not a MIDI file."""
-    file = Path(path)
-    if not file.exists():
-        raise LofiError(f"{file}: no such file")
-    if file.is_dir():
-        raise LofiError(f"{file}: is a folder, not a MIDI file")
-    if not file.is_file():  # a FIFO or a device would block or never end
-        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a MIDI file")
+    file, size = checked_file(path, "a MIDI file", MAX_MIDI_BYTES)
+    if size == 0:
+        raise LofiError(f"{file}: empty file")
     try:
-        size = file.stat().st_size
         with file.open("rb") as handle:
             header = handle.read(4)
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
-    if size == 0:
-        raise LofiError(f"{file}: empty file")
-    if size > MAX_MIDI_BYTES:
-        raise LofiError(f"{file}: {size / 1e6:.0f} MB is too large for a MIDI file")
     if header not in (b"MThd", b"RIFF"):
         raise LofiError(f"{file}: not a MIDI file (no MThd header)")
     return file

@@ -36,6 +36,7 @@ import numpy as np
 
 from lofi_live import tokens as token_rules
 from lofi_live.errors import LofiError
+from lofi_live.files import checked_file
 from lofi_live.loop_cache import LoopCache
 
 #: Environment variable naming the model used when ``--model`` is not given.
@@ -169,18 +170,11 @@ def _require(meta: dict, key: str, kind: type | tuple, where: Path) -> Any:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.exists():
-        onnx = path.with_suffix(".onnx")
-        hint = f" ({onnx.name} exists but its JSON is missing)" if onnx.exists() else ""
-        raise _fail(path, f"no such model{hint}; export one with `lofi-train export RUN -o NAME` or pass --model")
-    if path.is_dir():
-        raise _fail(path, "is a folder, not a model description")
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise _fail(path, "not a regular file (a pipe or device?), not a model description")
+    onnx = path.with_suffix(".onnx")
+    hint = f" ({onnx.name} exists but its JSON is missing)" if onnx.exists() else ""
+    checked_file(path, "a model description", MAX_JSON_BYTES,
+                 missing=f"no such model{hint}; export one with `lofi-train export RUN -o NAME` or pass --model")
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise _fail(path, f"{size / 1e6:.0f} MB is too large for a model description")
         meta = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise _fail(path, "not a model description (not UTF-8 text)") from None

@@ -32,6 +32,7 @@ from typing import Iterable, NamedTuple, Sequence
 import mido
 
 from lofi_live.errors import LofiError
+from lofi_live.files import checked_file
 from lofi_live.midifile import TICKS_PER_BEAT, NoteEvent, write_midi
 
 #: First word of a journal's header line.
@@ -283,17 +284,8 @@ def read_journal(path: str | os.PathLike, recover: bool = False) -> SessionData:
     other unreadable line (garbage after a power loss) is skipped too and listed in
     ``SessionData.skipped``; without it such a line is an error naming the line number.
     """
-    file = Path(path)
-    if not file.exists():
-        raise LofiError(f"{file}: no such file")
-    if file.is_dir():
-        raise LofiError(f"{file}: is a folder, not a session journal")
-    if not file.is_file():  # a FIFO or a device would block or never end
-        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a session journal")
+    file, _ = checked_file(path, "a session journal", MAX_JOURNAL_BYTES)
     try:
-        size = file.stat().st_size
-        if size > MAX_JOURNAL_BYTES:
-            raise LofiError(f"{file}: {size / 1e6:.0f} MB is too large for a session journal")
         raw = file.read_bytes()
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None

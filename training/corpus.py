@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lofi_live.errors import LofiError
+from lofi_live.files import checked_file
 from lofi_live.midifile import check_midi_path, read_midi
 from lofi_live.midi_tokens import seed_rule_tokens
 
@@ -283,19 +284,11 @@ def _gunzip(data: bytes, file: Path) -> bytes:
 
 def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a corpus file; any problem is a one-line :class:`LofiError` naming the file."""
-    file = Path(path)
-    if not file.exists():
-        raise LofiError(f"{file}: no such corpus file")
-    if file.is_dir():
-        raise LofiError(f"{file}: is a folder, not a corpus file (make one with lofi-train prepare)")
-    if not file.is_file():  # a FIFO or a device would block or never end
-        raise LofiError(f"{file}: not a regular file (a pipe or device?), not a corpus file")
+    file, size = checked_file(path, "a corpus file (make one with lofi-train prepare)", MAX_CORPUS_BYTES,
+                              missing="no such corpus file")
+    if size == 0:
+        raise LofiError(f"{file}: empty file, not a corpus (make one with lofi-train prepare)")
     try:
-        size = file.stat().st_size
-        if size == 0:
-            raise LofiError(f"{file}: empty file, not a corpus (make one with lofi-train prepare)")
-        if size > MAX_CORPUS_BYTES:
-            raise LofiError(f"{file}: {size / 1e6:.0f} MB is too large for a corpus file")
         data = file.read_bytes()
         if data[:2] == b"\x1f\x8b":
             data = _gunzip(data, file)
