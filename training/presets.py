@@ -61,71 +61,35 @@ def _seed(vocab: int, window: int) -> Any:
     return model
 
 
-def _small(vocab: int, window: int) -> Any:
-    import keras
-    from keras import layers
+def _embedding_lstm(name: str, embedding: int, lstms: int, sequence: bool) -> Callable[[int, int], Any]:
+    """Embedding -> ``lstms`` x (LSTM 256 -> Dropout 0.2) -> softmax, Adam.
 
-    model = keras.Sequential([
-        keras.Input(shape=(window,), dtype="int32"),
-        layers.Embedding(vocab, 64),
-        layers.LSTM(256),
-        layers.Dropout(0.2),
-        layers.Dense(vocab, activation="softmax"),
-    ], name="small")
-    compile_model(model, "adam")
-    return model
+    The last LSTM returns sequences only for a ``sequence`` preset, so ``small`` and ``small-seq``
+    (or ``medium`` and ``medium-seq``) hold the same weights and can fine-tune each other.
+    """
 
+    def build(vocab: int, window: int) -> Any:
+        import keras
+        from keras import layers
 
-def _medium(vocab: int, window: int) -> Any:
-    import keras
-    from keras import layers
+        stack: list[Any] = [keras.Input(shape=(window,), dtype="int32"), layers.Embedding(vocab, embedding)]
+        for index in range(lstms):
+            stack += [layers.LSTM(256, return_sequences=sequence or index < lstms - 1), layers.Dropout(0.2)]
+        stack.append(layers.Dense(vocab, activation="softmax"))
+        model = keras.Sequential(stack, name=name)
+        compile_model(model, "adam", sequence=sequence)
+        return model
 
-    model = keras.Sequential([
-        keras.Input(shape=(window,), dtype="int32"),
-        layers.Embedding(vocab, 96),
-        layers.LSTM(256, return_sequences=True),
-        layers.Dropout(0.2),
-        layers.LSTM(256),
-        layers.Dropout(0.2),
-        layers.Dense(vocab, activation="softmax"),
-    ], name="medium")
-    compile_model(model, "adam")
-    return model
+    return build
 
 
-def _small_seq(vocab: int, window: int) -> Any:
-    import keras
-    from keras import layers
-
-    model = keras.Sequential([
-        keras.Input(shape=(window,), dtype="int32"),
-        layers.Embedding(vocab, 64),
-        layers.LSTM(256, return_sequences=True),
-        layers.Dropout(0.2),
-        layers.Dense(vocab, activation="softmax"),
-    ], name="small_seq")
-    compile_model(model, "adam", sequence=True)
-    return model
-
-
-def _medium_seq(vocab: int, window: int) -> Any:
-    import keras
-    from keras import layers
-
-    model = keras.Sequential([
-        keras.Input(shape=(window,), dtype="int32"),
-        layers.Embedding(vocab, 96),
-        layers.LSTM(256, return_sequences=True),
-        layers.Dropout(0.2),
-        layers.LSTM(256, return_sequences=True),
-        layers.Dropout(0.2),
-        layers.Dense(vocab, activation="softmax"),
-    ], name="medium_seq")
-    compile_model(model, "adam", sequence=True)
-    return model
-
-
-_BUILDERS = {"seed": _seed, "small": _small, "medium": _medium, "small-seq": _small_seq, "medium-seq": _medium_seq}
+_BUILDERS = {
+    "seed": _seed,
+    "small": _embedding_lstm("small", 64, 1, sequence=False),
+    "medium": _embedding_lstm("medium", 96, 2, sequence=False),
+    "small-seq": _embedding_lstm("small_seq", 64, 1, sequence=True),
+    "medium-seq": _embedding_lstm("medium_seq", 96, 2, sequence=True),
+}
 
 
 def get_preset(name: str) -> Preset:
