@@ -44,6 +44,23 @@ def run_dir(corpus: Path) -> Path:
     return out
 
 
+
+def assert_graphs_agree(stem, model: dict) -> None:
+    """ONNX Runtime: the window graph gives distributions, and the step graph fed the same 32 tokens
+    one by one from zero states gives the same probabilities."""
+    window = ort.InferenceSession(f"{stem}.onnx", providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(f"{stem}.step.onnx", providers=["CPUExecutionProvider"])
+    tokens = np.asarray(model["seed_windows"], dtype=np.int32)
+    probs = window.run(["probs"], {"tokens": tokens})[0]
+    assert probs.shape == (len(tokens), len(model["vocabulary"]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    states = {name: np.zeros((len(tokens), size), np.float32) for name, size in model["graphs"]["step"]["states"]}
+    names = ["probs"] + [f"{name}_out" for name in states]
+    for t in range(WINDOW):
+        result = step.run(names, {"token": tokens[:, t:t + 1], **states})
+        states = dict(zip(states, result[1:]))
+    assert np.abs(result[0] - probs).max() <= 1e-4
+
 def test_fit_writes_a_complete_run(run_dir: Path) -> None:
     run = json.loads((run_dir / "run.json").read_text())
     assert run["preset"] == "small" and run["input_encoding"] == "index" and run["window"] == WINDOW
@@ -73,22 +90,12 @@ def test_export_meets_the_contract_and_onnx_matches(run_dir: Path, tmp_path: Pat
     assert model["metrics"]["step_parity_max_abs_diff"] <= 1e-4
     vocab = len(model["vocabulary"])
     assert len(model["baselines"]["bigram_next"]) == vocab
-    window = ort.InferenceSession(str(target.parent / "tiny.onnx"), providers=["CPUExecutionProvider"])
-    step = ort.InferenceSession(str(target.parent / "tiny.step.onnx"), providers=["CPUExecutionProvider"])
-    tokens = np.asarray(model["seed_windows"], dtype=np.int32)
-    probs = window.run(["probs"], {"tokens": tokens})[0]
-    assert probs.shape == (len(tokens), vocab)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    states = {name: np.zeros((len(tokens), size), np.float32) for name, size in model["graphs"]["step"]["states"]}
-    names = ["probs"] + [f"{name}_out" for name in states]
-    for t in range(WINDOW):
-        out = step.run(names, {"token": tokens[:, t:t + 1], **states})
-        states = dict(zip(states, out[1:]))
-    assert np.abs(out[0] - probs).max() <= 1e-4
+    assert_graphs_agree(target.parent / "tiny", model)
     # both graphs are bound to the JSON (vocabulary digest and window in their metadata), and load
     from lofi_live.model import META_VOCABULARY, META_WINDOW, Model, vocabulary_digest
 
-    for session in (window, step):
+    for suffix in (".onnx", ".step.onnx"):
+        session = ort.InferenceSession(str(target.parent / f"tiny{suffix}"), providers=["CPUExecutionProvider"])
         recorded = session.get_modelmeta().custom_metadata_map
         assert recorded[META_VOCABULARY] == vocabulary_digest(model["vocabulary"])
         assert recorded[META_WINDOW] == str(WINDOW)
@@ -208,18 +215,7 @@ def test_sequence_preset_trains_on_every_position_and_exports_the_last(
     model = json.loads(target.with_suffix(".json").read_text())
     assert model["preset"] == "small-seq" and model["graphs"]["step"]["states"] == [["h0", 256], ["c0", 256]]
     assert model["metrics"]["parity_max_abs_diff"] <= 1e-4 and model["metrics"]["step_parity_max_abs_diff"] <= 1e-4
-    window = ort.InferenceSession(str(target.parent / "seq.onnx"), providers=["CPUExecutionProvider"])
-    step = ort.InferenceSession(str(target.parent / "seq.step.onnx"), providers=["CPUExecutionProvider"])
-    tokens = np.asarray(model["seed_windows"], dtype=np.int32)
-    probs = window.run(["probs"], {"tokens": tokens})[0]
-    assert probs.shape == (len(tokens), len(model["vocabulary"]))
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    states = {name: np.zeros((len(tokens), size), np.float32) for name, size in model["graphs"]["step"]["states"]}
-    names = ["probs"] + [f"{name}_out" for name in states]
-    for t in range(WINDOW):
-        result = step.run(names, {"token": tokens[:, t:t + 1], **states})
-        states = dict(zip(states, result[1:]))
-    assert np.abs(result[0] - probs).max() <= 1e-4
+    assert_graphs_agree(target.parent / "seq", model)
     # small and small-seq share their weights: a last-position run can start a sequence run
     tuned = tmp_path / "seq-tuned"
     assert lofi_train(["fit", str(corpus), "-o", str(tuned), "--preset", "small-seq", "--epochs", "1",
