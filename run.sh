@@ -24,9 +24,13 @@ apt_install() {
 venv() {
   # venv DIR EXTRAS: create DIR once and install the project with EXTRAS into it.
   local dir=$1 extras=$2
+  local log="$dir/install.log"
   [[ -x $dir/bin/python ]] || "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip
-  "$dir/bin/python" -m pip install -q -e ".${extras}"
+  if ! { "$dir/bin/python" -m pip install -q --upgrade pip && "$dir/bin/python" -m pip install -q -e ".${extras}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "run.sh: installing into $dir failed (log above, also in $log)" >&2
+    exit 1
+  fi
 }
 
 start_jack_if_needed() {
