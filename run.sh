@@ -57,6 +57,11 @@ case "${1:-}" in
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""
     .venv-runtime/bin/python -c "import sys, lofi_live.model, lofi_live.live; assert 'tensorflow' not in sys.modules"
+    if .venv-runtime/bin/python -c "import tensorflow" 2>/dev/null; then
+      echo "run.sh: TensorFlow got into the runtime environment: install_requires must stay light" >&2
+      exit 1
+    fi
+    .venv-runtime/bin/lofi-live generate --steps 100 -o "$(mktemp -d)/runtime-check.mid" >/dev/null
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)
