@@ -52,6 +52,16 @@ def _wait(condition, timeout: float = 2.0) -> bool:
     return True
 
 
+def _send_until(player, message, condition, tries: int = 8) -> bool:
+    """Send ``message`` until ``condition`` holds: a loaded JACK dummy server drops the odd message
+    between clients, and a real knob sends a stream of values anyway."""
+    for _ in range(tries):
+        player.send(message)
+        if _wait(condition, timeout=0.25):
+            return True
+    return False
+
+
 @pytest.fixture
 def live(jack_server):
     """An engine on real JACK ports with a player into its input and a listener on its output."""
@@ -83,12 +93,13 @@ def test_a_cc_on_the_mapped_number_changes_the_temperature_the_view_shows(live):
     engine, player, _ = live(ControlMap({"temperature": 21}))
     engine.start()
     assert "temperature 0.50" in _view_text(engine)
-    player.send(_cc(21, 127))
-    assert _wait(lambda: engine.sampler.temperature == pytest.approx(2.0)), engine.sampler.temperature
+    assert _send_until(player, _cc(21, 127), lambda: engine.sampler.temperature == pytest.approx(2.0)), \
+        engine.sampler.temperature
     assert "temperature 2.00" in _view_text(engine)
     player.send(_cc(20, 0))  # another number: no change
-    player.send(_cc(21, 0))
-    assert _wait(lambda: engine.sampler.temperature == pytest.approx(0.1))
+    time.sleep(0.1)
+    assert engine.sampler.temperature == pytest.approx(2.0)
+    assert _send_until(player, _cc(21, 0), lambda: engine.sampler.temperature == pytest.approx(0.1))
     assert "temperature 0.10" in _view_text(engine)
 
 
@@ -106,8 +117,13 @@ def test_panic_silences_everything_at_once_and_the_engine_plays_on(live):
             break
     time.sleep(0.5)
     sounding = set(engine.sounding)  # what the engine has sounding just before the panic
-    pressed = time.perf_counter()
-    player.send(_cc(27, 127))
+    for _ in range(3):  # pressed again if a loaded JACK server dropped the CC (the engine never saw it)
+        pressed = time.perf_counter()
+        player.send(_cc(27, 127))
+        if _wait(lambda: any(t > pressed and m.type == "control_change" and m.control == 123
+                             for t, m in listener.snapshot()), timeout=0.3):
+            break
+        player.send(_cc(27, 0))  # release the button so the next press is an edge again
     time.sleep(0.4)
     events = listener.snapshot()
     after = [(t, m) for t, m in events if t > pressed]
