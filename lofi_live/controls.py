@@ -106,6 +106,7 @@ RUN_KEYS.update({
     "clock": ((str,), _one_of("internal", "midi")),
     "mode": ((str,), _one_of(*MODES)),
     "wait_beats": ((int, float), _range(0.5, 64)),
+    "release_ms": ((int, float), _range(1, 60000)),
     "response_bars": ((int, float), _range(0.25, 64)),
     "gate": ((int, float), _range(0.01, 64)),
     "velocity": ((int,), _range(1, 127)),

@@ -129,6 +129,7 @@ class EngineConfig:
     clock: str = "internal"  # internal | midi
     mode: str = "continue"
     wait_beats: float = 2.0
+    release_ms: float | None = None  # continue mode: a phrase also ends after this much silence
     response_bars: float = 4.0
     gate: float = 0.9  # fraction of a grid step
     velocity: int = 90
@@ -846,7 +847,14 @@ class Engine:
         limit = self.config.max_note_beats
         if any(beat - started < limit for started in self.held.values()):
             return False
-        return beat - self.player_last_beat >= self.config.wait_beats
+        return beat - self.player_last_beat >= self._phrase_end_beats()
+
+    def _phrase_end_beats(self) -> float:
+        """Silence that ends the player's phrase: ``wait_beats``, or ``release_ms`` at the current
+        tempo when that is shorter (a release time, as AI Duet has, stays the same at any tempo)."""
+        if not self.config.release_ms:
+            return self.config.wait_beats
+        return min(self.config.wait_beats, self.config.release_ms / 1000.0 * self.clock.bpm / 60.0)
 
     def _should_play(self, step: int) -> bool:
         """Whether the model plays at ``step`` (updates the mode state)."""

@@ -81,6 +81,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--clock", choices=("internal", "midi"), default="internal", help="internal tempo, or follow the DAW's MIDI clock (24 PPQN)")
     timing.add_argument("--mode", choices=("continue", "accompany"), default="continue", help="call and response (default), or play along")
     timing.add_argument("--wait-beats", type=_positive, default=2.0, help="continue mode: silence (beats) that ends the player's phrase (default 2)")
+    timing.add_argument("--release-ms", type=_positive, default=None, metavar="MS",
+                        help="continue mode: the phrase also ends after MS milliseconds of silence, whatever the tempo")
     timing.add_argument("--response-bars", type=_positive, default=4.0, help="bars the model plays per response (default 4)")
     timing.add_argument("--gate", type=_positive, default=0.9, help="note length as a fraction of a grid step (default 0.9)")
     timing.add_argument("--velocity", type=int, default=90, choices=range(1, 128), metavar="1-127", help="velocity of the model's notes (default 90)")
@@ -219,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         if not seed_tokens:
             raise LofiError(f"{args.seed_midi}: no notes to seed the model with")
     config = EngineConfig(
-        bpm=args.bpm, clock=args.clock, mode=args.mode, wait_beats=args.wait_beats,
+        bpm=args.bpm, clock=args.clock, mode=args.mode, wait_beats=args.wait_beats, release_ms=args.release_ms,
         response_bars=args.response_bars, gate=args.gate, velocity=args.velocity,
         out_channel=args.out_channel - 1, in_channel=None if args.in_channel is None else args.in_channel - 1,
         thru=args.thru, offset_ms=args.offset_ms, metronome=None if args.metronome is None else args.metronome - 1,

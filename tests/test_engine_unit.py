@@ -163,6 +163,15 @@ def test_continue_mode_answers_after_the_player_is_silent_for_wait_beats():
     sim.close()
 
 
+def test_a_release_time_ends_the_phrase_before_wait_beats():
+    sim = Sim(mode="continue", wait_beats=4, release_ms=600, response_bars=1)
+    sim.run(30, phrase([60, 62, 64, 65]))
+    # last note-off at 0.95 s; 600 ms of silence (1.2 beats at 120 BPM, shorter than 4 beats) -> beat 3.1
+    # -> the model starts at step 7 (beat 3.5)
+    assert sim.model_steps()[0] == 7
+    sim.close()
+
+
 def test_continue_mode_stops_at_once_when_the_player_comes_back():
     sim = Sim(mode="continue", wait_beats=2, response_bars=4)
     events = phrase([60, 62]) + phrase([64], start_step=10.2)
