@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lofi_live.errors import LofiError
+from lofi_live.ports import jack_running
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STEPS = 2000
@@ -211,13 +212,6 @@ def keras_window(model, calls: int, checkpoint: str | None = None) -> tuple[dict
 # The live process
 
 
-def _jack_running() -> bool:
-    if not shutil.which("jack_wait"):
-        return False
-    done = subprocess.run(["jack_wait", "-c"], capture_output=True, text=True, timeout=10)  # honours JACK_DEFAULT_SERVER
-    return done.stdout.startswith("running")
-
-
 def _start_jack() -> subprocess.Popen | None:
     """A private JACK server (its own name, so no other client ever meets it); sets JACK_DEFAULT_SERVER."""
     if not shutil.which("jackd"):
@@ -228,7 +222,7 @@ def _start_jack() -> subprocess.Popen | None:
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.environ["JACK_DEFAULT_SERVER"] = name
     deadline = time.monotonic() + 10
-    while not _jack_running():
+    while not jack_running():
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             server.wait()
@@ -265,7 +259,7 @@ def live_start(model, timeout: float = 20.0) -> tuple[dict, str | None]:
     import mido
 
     server = None
-    if not _jack_running():
+    if not jack_running():
         server = _start_jack()
         if server is None:
             return {}, "live start-up not measured: no JACK server (install jackd2)"

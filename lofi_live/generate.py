@@ -123,6 +123,7 @@ def scale_lock(model, key: str | None, scale: str | None, seed_tokens: Sequence[
 
 
 def longest_run(items: Sequence) -> int:
+    """The longest run of one item repeated back to back (issue 4's "no token more than 8 in a row")."""
     best = run = 0
     previous = object()
     for item in items:

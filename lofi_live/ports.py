@@ -102,7 +102,7 @@ def backend_name(choice: str | None = None) -> str:
         return "winmm"
     if os.path.exists("/dev/snd/seq"):
         return "alsa"
-    if _jack_running():
+    if jack_running():
         return "jack"
     raise LofiError(
         "no MIDI system found: no ALSA sequencer (/dev/snd/seq; try `sudo modprobe snd-seq`) "
@@ -128,7 +128,7 @@ def _api(name: str) -> int:
     return api
 
 
-def _jack_running() -> bool:
+def jack_running() -> bool:
     """Whether a JACK server answers, checked without printing libjack's complaints."""
     try:
         rtmidi = _rtmidi()

@@ -15,8 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lofi_live.errors import LofiError
-from lofi_live.midifile import NoteEvent, write_midi
-from lofi_live.tokens import GRID_BEATS, token_pitches
+from lofi_live.generate import longest_run, write_tokens_midi
 from training.export import encode_inputs
 from training.fit import checkpoints, load_model, load_run
 from training.presets import last_position
@@ -32,23 +31,6 @@ def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, 
         out.append(index)
         window = window[1:] + [index]
     return out
-
-
-def longest_repeat(tokens: Sequence[str]) -> int:
-    """The longest run of one token repeated back to back."""
-    best = run = 0
-    previous = None
-    for token in tokens:
-        run = run + 1 if token == previous else 1
-        best = max(best, run)
-        previous = token
-    return best
-
-
-def tokens_to_notes(tokens: Sequence[str]) -> list[NoteEvent]:
-    """One token per 0.5-beat grid step; a chord sounds as a voiced chord, every note half a beat long."""
-    return [NoteEvent(step * GRID_BEATS, GRID_BEATS, pitch)
-            for step, token in enumerate(tokens) for pitch in token_pitches(token)]
 
 
 def sweep(run_dir: Path, steps: int, bpm: float) -> Path:
@@ -67,10 +49,10 @@ def sweep(run_dir: Path, steps: int, bpm: float) -> Path:
         model = load_model(checkpoint)
         indices = continue_argmax(model, seed_windows[0], steps, run["input_encoding"], len(vocabulary))
         tokens = [vocabulary[i] for i in indices]
-        write_midi(out_dir / f"{checkpoint.stem}.mid", [("model", tokens_to_notes(tokens))], bpm)
+        write_tokens_midi(out_dir / f"{checkpoint.stem}.mid", tokens, bpm)
         rows.append({"checkpoint": checkpoint.name, "tokens": " ".join(tokens),
-                     "distinct_tokens": len(set(tokens)), "longest_repeat": longest_repeat(tokens)})
-        print(f"{checkpoint.name}: {len(set(tokens))} distinct tokens, longest repeat {longest_repeat(tokens)}")
+                     "distinct_tokens": len(set(tokens)), "longest_repeat": longest_run(tokens)})
+        print(f"{checkpoint.name}: {len(set(tokens))} distinct tokens, longest repeat {longest_run(tokens)}")
     table = run_dir / "sweep.csv"
     with table.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
