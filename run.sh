@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up and entry point for a fresh machine.
 #   ./run.sh play [lofi-live run options]   install the runtime and play live on the shipped default model
+#                                           (on Linux without an ALSA sequencer: install jackd2, start a JACK server)
 #   ./run.sh test [pytest options]          install everything (training extras, JACK for real MIDI ports) and run the tests
 # Both are idempotent: a second call reuses the virtual environments.
 set -euo pipefail
@@ -8,8 +9,10 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
 apt_install() {
-  # Debian packages the real-port tests need (a JACK server and real JACK MIDI clients).
-  local missing=()
+  # apt_install WHY TOOL:PACKAGE...: install the Debian packages of the missing tools (as root or with sudo);
+  # without apt-get, say what to install and WHY.
+  local why=$1 missing=()
+  shift
   for tool in "$@"; do command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}"); done
   ((${#missing[@]})) || return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
@@ -17,7 +20,7 @@ apt_install() {
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "run.sh: please install ${missing[*]} (JACK) for the real MIDI port tests; they are skipped without it" >&2
+    echo "run.sh: please install ${missing[*]} (JACK): $why" >&2
   fi
 }
 
@@ -33,26 +36,44 @@ venv() {
   fi
 }
 
+needs_jack() {
+  # Linux without an ALSA sequencer (containers, CI) has no MIDI system unless a JACK server runs.
+  [[ $(uname -s) == Linux && ! -e /dev/snd/seq ]]
+}
+
 start_jack_if_needed() {
-  # Linux without an ALSA sequencer (containers, CI): run a JACK server with the dummy driver.
-  [[ $(uname -s) == Linux && ! -e /dev/snd/seq ]] || return 0
-  command -v jackd >/dev/null || return 0
-  jack_wait -c 2>/dev/null | grep -q running && return 0
-  JACK_NO_AUDIO_RESERVATION=1 nohup jackd --no-realtime -d dummy -r 48000 -p 64 >/tmp/lofi-live-jackd.log 2>&1 &
-  jack_wait -w -t 10 >/dev/null 2>&1 || true
+  # Run a JACK server with the dummy driver (no sound card needed) when none is running. It keeps running
+  # after `play` ends, so a second `play` (or a synth's client) finds it; the message says how to stop it.
+  needs_jack && command -v jackd >/dev/null && command -v jack_wait >/dev/null || return 0
+  # `jack_wait -c` prints "running" or "not running": compare the whole answer.
+  [[ $(jack_wait -c 2>/dev/null) == running ]] && return 0
+  local log="${TMPDIR:-/tmp}/lofi-live-jackd-${JACK_DEFAULT_SERVER:-default}.log"
+  JACK_NO_AUDIO_RESERVATION=1 nohup jackd --no-realtime -d dummy -r 48000 -p 64 >"$log" 2>&1 &
+  local pid=$!
+  if ! jack_wait -w -t 10 >/dev/null 2>&1; then
+    kill "$pid" 2>/dev/null || true
+    echo "run.sh: the JACK server did not start within 10 s (log: $log)" >&2
+    exit 1
+  fi
+  echo "run.sh: started a JACK server with the dummy driver (pid $pid, log $log);" \
+    "it keeps running: stop it with \`kill $pid\`" >&2
   export LOFI_LIVE_MIDI_BACKEND=${LOFI_LIVE_MIDI_BACKEND:-jack}
 }
 
 case "${1:-}" in
   play)
     shift
+    if needs_jack; then
+      apt_install "without an ALSA sequencer, play needs a JACK server for its MIDI ports" jackd:jackd2 jack_wait:jackd2
+    fi
     venv .venv-runtime ""
     start_jack_if_needed
     exec .venv-runtime/bin/lofi-live run "$@"
     ;;
   test)
     shift
-    apt_install jackd:jackd2 jack_midi_dump:jackd2 jack_midi_clock:jack-midi-clock
+    apt_install "the real MIDI port tests are skipped without it" \
+      jackd:jackd2 jack_midi_dump:jackd2 jack_midi_clock:jack-midi-clock
     venv .venv "[train,plot,dev]"
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""

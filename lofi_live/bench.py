@@ -11,7 +11,8 @@ For the default model (``--model``) and, when found, a model exported with the `
 * ``onnx_window``: the window graph on one window (batch 1), what a stateless runtime would do;
 * ``onnx_step``: one decision of the live path: :meth:`Stepper.advance` plus :meth:`Sampler.choose`;
 * ``onnx_reset``: :meth:`Stepper.reset` on a whole window (the live engine's rebuild after the player);
-* ``generate_500_s``: 500 tokens offline (seed window, stepper, sampler, ``.mid`` written);
+* ``generate_500_s``: 500 tokens offline (seed window, stepper, sampler, ``.mid`` written), in the model's
+  tokenization (``tokens``: a grid model's holds and rests are written as durations);
 * ``rss_mb`` and ``first_note_s``: a real ``lofi-live run --backend jack --seed-midi FILE --quiet``
   process playing into a JACK port opened here: the time from spawning it to the first note-on
   received, and its peak resident memory (``VmHWM``). A JACK server (dummy driver) is started for the
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lofi_live.errors import LofiError
+from lofi_live.model import MODEL_HELP, PROVIDERS
 from lofi_live.ports import jack_running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,7 @@ TARGETS = {"onnx_step_p99_ms": 1.0, "generate_500_s": 0.5, "keras_over_onnx_step
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="exported model (default: exported_models/lofi or $LOFI_LIVE_MODEL)")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--seed-model", help="a model exported with the seed preset (default: exported_models/seed when present)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"timed decisions per measurement (default {DEFAULT_STEPS})")
     parser.add_argument("--keras-calls", type=int, default=KERAS_CALLS, help=f"timed Keras predict calls (default {KERAS_CALLS}; each takes ~0.1 s)")
@@ -60,7 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-keras-checkpoint", metavar="FILE", help="the same for the seed-preset model")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras measurement")
     parser.add_argument("--no-live", action="store_true", help="skip the live process (RSS and first note)")
-    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"), help="ONNX Runtime provider (default auto)")
+    parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -114,10 +116,11 @@ def _window_loop(model, windows, steps, times, budget) -> None:
 
 def onnx_step(model, steps: int) -> dict:
     """One live decision: stepper.advance(previous choice) + sampler.choose (default settings)."""
-    from lofi_live.sampling import Sampler
+    from lofi_live.generate import make_sampler
+    from lofi_live.sampling import DEFAULT_MAX_REPEAT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
     stepper = model.stepper()
-    sampler = Sampler(seed=0)
+    sampler = make_sampler(model, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, 0, DEFAULT_MAX_REPEAT)
     probs = stepper.reset(_windows(model, 1)[0])
     times = []
     with _NoGC():
@@ -143,16 +146,19 @@ def onnx_reset(model, calls: int = 60) -> dict:
 
 
 def generate_500(model) -> float:
-    """Seconds for 500 tokens offline: seed window, stepper, sampler, MIDI file written."""
-    from lofi_live.generate import generate_indices, write_tokens_midi
-    from lofi_live.sampling import Sampler
+    """Seconds for 500 tokens offline: seed window, stepper, sampler, MIDI file written, as ``generate`` does
+    it for the model's tokenization (a grid model's durations and grammar)."""
+    from lofi_live.generate import generate_indices, make_sampler, write_tokens_midi
+    from lofi_live.sampling import DEFAULT_MAX_REPEAT, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 
     best = None
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(3):  # best of three: the machine is shared
             started = time.perf_counter()
-            indices = generate_indices(model, _windows(model, 1)[0], 500, Sampler(seed=1))
-            write_tokens_midi(Path(folder) / "bench.mid", model.decode(indices))
+            sampler = make_sampler(model, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, 1, DEFAULT_MAX_REPEAT)
+            indices = generate_indices(model, _windows(model, 1)[0], 500, sampler)
+            write_tokens_midi(Path(folder) / "bench.mid", model.decode(indices), grid_beats=model.grid_beats,
+                              kind=model.tokens)
             elapsed = time.perf_counter() - started
             best = elapsed if best is None else min(best, elapsed)
     return round(best, 4)
@@ -282,7 +288,8 @@ def live_start(model, timeout: float = 20.0) -> tuple[dict, str | None]:
             return {}, f"live start-up not measured: cannot open a JACK port ({error})"
         from lofi_live.generate import write_tokens_midi
 
-        seed = write_tokens_midi(Path(folder) / "seed.mid", model.decode(_windows(model, 1)[0]), 90)
+        seed = write_tokens_midi(Path(folder) / "seed.mid", model.decode(_windows(model, 1)[0]), 90,
+                                 model.grid_beats, model.tokens)
         engine = f"lofi-bench-live {os.getpid()}"
         engine_out = f"{engine} Out:{engine}"  # the run command's virtual output port on JACK
         command = [sys.executable, "-m", "lofi_live.cli", "run", "--backend", "jack", "--model", str(model.path),
@@ -342,7 +349,7 @@ def measure(path, steps: int, keras_calls: int, provider: str, keras: bool, live
 
     model = Model.load(path, provider=provider)
     notes: list[str] = []
-    result: dict = {"model": model.name, "preset": model.meta.get("preset"), "provider": model.provider}
+    result: dict = {"model": model.name, "preset": model.meta.get("preset"), "tokens": model.tokens, "provider": model.provider}
     if keras:
         stats, note = keras_window(model, keras_calls, checkpoint)
         if stats:
@@ -384,11 +391,12 @@ def targets(result: dict) -> dict:
 
 
 def _seed_model_path(arg: str | None) -> Path | None:
-    from lofi_live.model import resolve_model_path
+    """``--seed-model``, else a shipped model named ``seed`` (the seed article's preset) when there is one."""
+    from lofi_live.model import resolve_model_path, shipped_models_dir
 
     if arg:
         return resolve_model_path(arg)
-    default = ROOT / "exported_models" / "seed.json"
+    default = shipped_models_dir() / "seed.json"
     return default if default.is_file() else None
 
 

@@ -12,6 +12,11 @@ Two clocks with one vocabulary (times are ``time.perf_counter()`` seconds, beats
   The tempo is estimated from the intervals of the last 24 ticks (median, so one late tick does not
   move it); it sets gate lengths and interpolates beats between ticks for recording played notes.
   Ticks without Start are counted for the tempo only.
+
+Threads. A clock is changed only by the engine thread; the main thread (journal flushes) and the view
+read it. Every reading comes from one immutable snapshot (:class:`Tempo` for the internal clock,
+:class:`MidiPosition` for the MIDI clock) that a change replaces in one assignment, so a reader never
+sees a new tempo with an old anchor (a half-updated beat in the journal).
 """
 
 from __future__ import annotations
@@ -35,6 +40,22 @@ def step_beat(step: int) -> float:
     return step * GRID_BEATS
 
 
+@dataclass(frozen=True)
+class Tempo:
+    """The internal clock's state as one value: ``bpm`` from ``anchor_beat`` at ``anchor_time`` on."""
+
+    bpm: float
+    anchor_time: float = 0.0
+    anchor_beat: float = 0.0
+    running: bool = False
+
+    def beat_at(self, now: float) -> float:
+        return self.anchor_beat + (now - self.anchor_time) * self.bpm / 60.0
+
+    def time_of_beat(self, beat: float) -> float:
+        return self.anchor_time + (beat - self.anchor_beat) * 60.0 / self.bpm
+
+
 class InternalClock:
     """A steady tempo from a start time; grid times are computed, never accumulated."""
 
@@ -43,35 +64,44 @@ class InternalClock:
     def __init__(self, bpm: float):
         if not 20 <= bpm <= 400:
             raise ValueError(f"tempo {bpm} BPM outside 20..400")
-        self.bpm = float(bpm)
-        self.anchor_time = 0.0
-        self.anchor_beat = 0.0
-        self.running = False
+        self.tempo = Tempo(float(bpm))
 
     def start(self, now: float) -> None:
         """Beat 0 is at ``now``."""
-        self.anchor_time, self.anchor_beat, self.running = now, 0.0, True
+        self.tempo = Tempo(self.tempo.bpm, now, 0.0, True)
+
+    @property
+    def bpm(self) -> float:
+        return self.tempo.bpm
+
+    @property
+    def running(self) -> bool:
+        return self.tempo.running
+
+    @property
+    def anchor_time(self) -> float:
+        return self.tempo.anchor_time
 
     @property
     def seconds_per_beat(self) -> float:
-        return 60.0 / self.bpm
+        return 60.0 / self.tempo.bpm
 
     def beat_at(self, now: float) -> float:
-        return self.anchor_beat + (now - self.anchor_time) * self.bpm / 60.0
+        return self.tempo.beat_at(now)
 
     def time_of_beat(self, beat: float) -> float:
-        return self.anchor_time + (beat - self.anchor_beat) * 60.0 / self.bpm
+        return self.tempo.time_of_beat(beat)
 
     def step_time(self, step: int) -> float:
         """When grid step ``step`` starts."""
-        return self.time_of_beat(step_beat(step))
+        return self.tempo.time_of_beat(step_beat(step))
 
-    def set_bpm(self, bpm: float, now: float) -> None:
-        """Change the tempo from ``now`` on: the beat reached at ``now`` stays where it is."""
-        bpm = min(400.0, max(20.0, float(bpm)))
-        self.anchor_beat = self.beat_at(now)
-        self.anchor_time = now
-        self.bpm = bpm
+    def set_bpm(self, bpm: float, now: float) -> Tempo:
+        """Change the tempo from ``now`` on (the beat reached at ``now`` stays where it is); returns
+        the new snapshot, published in one assignment."""
+        old = self.tempo
+        self.tempo = Tempo(min(400.0, max(20.0, float(bpm))), now, old.beat_at(now), old.running)
+        return self.tempo
 
 
 @dataclass(frozen=True)
@@ -83,33 +113,14 @@ class ClockEvent:
     time: float = 0.0
 
 
-class MidiClock:
-    """Follows MIDI beat clock messages (fed with their arrival times)."""
+@dataclass(frozen=True)
+class MidiPosition:
+    """The MIDI clock's state as one value: the last tick's count and time, the tempo, running."""
 
-    source = "midi"
-
-    def __init__(self, default_bpm: float = 120.0):
-        self.default_bpm = float(default_bpm)
-        self.running = False
-        self.tick = -1  # count of the last tick received since Start/SPP; the next tick is tick + 1
-        self.last_tick_time: float | None = None
-        self._intervals: deque[float] = deque(maxlen=PPQN)
-        self.ticks_without_start = 0
-        self.started_once = False
-
-    # -- tempo ------------------------------------------------------------------------------
-
-    @property
-    def bpm(self) -> float:
-        """The tempo estimated from recent tick intervals (the default before any ticks)."""
-        if len(self._intervals) < 3:
-            return self.default_bpm
-        interval = statistics.median(self._intervals)
-        return min(400.0, max(20.0, 60.0 / (interval * PPQN)))
-
-    @property
-    def seconds_per_beat(self) -> float:
-        return 60.0 / self.bpm
+    bpm: float
+    tick: int = -1  # count of the last tick received since Start/SPP; the next tick is tick + 1
+    last_tick_time: float | None = None
+    running: bool = False
 
     def beat_at(self, now: float) -> float:
         """The beat at ``now``: the last tick plus the time since it (at most one tick ahead)."""
@@ -117,44 +128,100 @@ class MidiClock:
             return max(self.tick, 0) / PPQN
         if not self.running:
             return self.tick / PPQN
-        fraction = (now - self.last_tick_time) / (self.seconds_per_beat / PPQN)
+        fraction = (now - self.last_tick_time) / (60.0 / self.bpm / PPQN)
         return (self.tick + min(max(fraction, 0.0), 1.0)) / PPQN
+
+
+class MidiClock:
+    """Follows MIDI beat clock messages (fed with their arrival times)."""
+
+    source = "midi"
+
+    def __init__(self, default_bpm: float = 120.0):
+        self.default_bpm = float(default_bpm)
+        self.position = MidiPosition(self.default_bpm)
+        self._intervals: deque[float] = deque(maxlen=PPQN)
+        self.ticks_without_start = 0
+        self.started_once = False
+
+    # -- readings (from the published position) ---------------------------------------------
+
+    @property
+    def bpm(self) -> float:
+        """The tempo estimated from recent tick intervals (the default before any ticks)."""
+        return self.position.bpm
+
+    @property
+    def tick(self) -> int:
+        return self.position.tick
+
+    @property
+    def running(self) -> bool:
+        return self.position.running
+
+    @property
+    def last_tick_time(self) -> float | None:
+        return self.position.last_tick_time
+
+    @property
+    def seconds_per_beat(self) -> float:
+        return 60.0 / self.position.bpm
+
+    def beat_at(self, now: float) -> float:
+        """The beat at ``now``: the last tick plus the time since it (at most one tick ahead)."""
+        return self.position.beat_at(now)
 
     def next_boundary_time(self, now: float) -> float | None:
         """A prediction of the next grid boundary's time (None when stopped)."""
-        if not self.running or self.last_tick_time is None:
+        position = self.position
+        if not position.running or position.last_tick_time is None:
             return None
-        ticks_left = TICKS_PER_STEP - ((self.tick % TICKS_PER_STEP) if self.tick >= 0 else 0)
-        return self.last_tick_time + ticks_left * self.seconds_per_beat / PPQN
+        ticks_left = TICKS_PER_STEP - ((position.tick % TICKS_PER_STEP) if position.tick >= 0 else 0)
+        return position.last_tick_time + ticks_left * 60.0 / position.bpm / PPQN
 
     # -- messages ---------------------------------------------------------------------------
 
+    def _estimate_bpm(self) -> float:
+        if len(self._intervals) < 3:
+            return self.default_bpm
+        interval = statistics.median(self._intervals)
+        return min(400.0, max(20.0, 60.0 / (interval * PPQN)))
+
+    def _publish(self, tick: int, last_tick_time: float | None, running: bool) -> None:
+        self.position = MidiPosition(self._estimate_bpm(), tick, last_tick_time, running)
+
     def handle(self, kind: str, now: float, pos: int = 0) -> ClockEvent | None:
         """Feed one message type (``clock``, ``start``, ``stop``, ``continue``, ``songpos``)."""
+        old = self.position
         if kind == "clock":
-            if self.last_tick_time is not None:
-                interval = now - self.last_tick_time
-                if 0.0005 < interval < 0.25:  # between 400 and 10 BPM; a gap after a stop is no tempo
+            if old.last_tick_time is not None:
+                interval = now - old.last_tick_time
+                # 0.5 ms to 250 ms a tick is 5000 to 10 BPM (the estimate is then held to 20..400);
+                # the gap after a Stop is no tempo
+                if 0.0005 < interval < 0.25:
                     self._intervals.append(interval)
-            self.last_tick_time = now
-            if not self.running:
+            if not old.running:
                 self.ticks_without_start += 1
+                self._publish(old.tick, now, False)
                 return None
-            self.tick += 1
-            if self.tick % TICKS_PER_STEP == 0:
-                return ClockEvent("boundary", self.tick // TICKS_PER_STEP, now)
+            tick = old.tick + 1
+            self._publish(tick, now, True)
+            if tick % TICKS_PER_STEP == 0:
+                return ClockEvent("boundary", tick // TICKS_PER_STEP, now)
             return None
         if kind == "start":
-            self.running, self.tick, self.started_once = True, -1, True
+            self.started_once = True
+            self._publish(-1, old.last_tick_time, True)
             return ClockEvent("start", 0, now)
         if kind == "stop":
-            was = self.running
-            self.running = False
-            return ClockEvent("stop", None, now) if was else None
+            self._publish(old.tick, old.last_tick_time, False)
+            return ClockEvent("stop", None, now) if old.running else None
         if kind == "continue":
-            self.running, self.started_once = True, True
-            return ClockEvent("continue", (self.tick + TICKS_PER_STEP) // TICKS_PER_STEP, now)
+            self.started_once = True
+            self._publish(old.tick, old.last_tick_time, True)
+            return ClockEvent("continue", (old.tick + TICKS_PER_STEP) // TICKS_PER_STEP, now)
         if kind == "songpos":
-            self.tick = int(pos) * TICKS_PER_SPP - 1
-            return ClockEvent("position", (self.tick + 1) // TICKS_PER_STEP, now)
+            tick = int(pos) * TICKS_PER_SPP - 1
+            self._publish(tick, old.last_tick_time, old.running)
+            return ClockEvent("position", (tick + 1) // TICKS_PER_STEP, now)
         return None

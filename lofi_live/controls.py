@@ -42,7 +42,9 @@ from typing import Any, Callable, Mapping
 
 import mido
 
+from lofi_live.conductor import MODES
 from lofi_live.errors import LofiError
+from lofi_live.model import PROVIDERS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,7 +62,6 @@ STATE_VALUES = {"idle": 0, "listening": 64, "responding": 127}
 #: Default and widest ranges of the continuous actions.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16)}
 LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (20.0, 400.0), "response_bars": (1, 64)}
-MODES = ("continue", "accompany")
 #: ``[run]`` keys: defaults of ``lofi-live run`` options (option name without ``--``, dashes as
 #: underscores) -> accepted Python types, plus a check.
 RUN_KEYS: dict[str, tuple[tuple[type, ...], Callable[[Any], str | None] | None]] = {}
@@ -86,7 +87,7 @@ def _metronome(value: Any) -> str | None:
 RUN_KEYS.update({
     "model": ((str, list), lambda v: None if isinstance(v, str) or (v and all(isinstance(m, str) for m in v))
               else "must be a model name or a non-empty list of them"),
-    "provider": ((str,), _one_of("auto", "cpu", "cuda")),
+    "provider": ((str,), _one_of(*PROVIDERS)),
     "temperature": ((int, float), _range(0, 10)),
     "top_k": ((int,), _range(0, 1_000_000)),
     "seed": ((int,), None),

@@ -3,33 +3,53 @@
 A seed window (the last ``window`` tokens of ``--seed-midi``, unknown tokens mapped to the nearest known
 one, or a random window of the model's own ``seed_windows``) primes the model; each next token is chosen
 by :class:`lofi_live.sampling.Sampler` (argmax at ``--temperature 0``, as the seed did) and fed back through
-the step graph. Only the generated tokens are written: one event per grid step (0.5 beat), a chord voiced
-as a close chord from C3 up (:func:`lofi_live.tokens.token_pitches`), piano, the tempo in the file. Each
-event lasts exactly one grid step, so no note crosses a barline and music21 reads the file back to the
-same tokens.
+the step graph. Only the generated tokens are written, piano, the tempo in the file, in the model's
+tokenization (``Model.tokens``):
+
+* ``seed``: one event per grid step (0.5 beat), each lasting exactly one step, so no note crosses a barline
+  and music21 reads the file back to the same tokens;
+* ``grid``: the durations the tokens describe (:func:`lofi_live.grid_tokens.tokens_to_notes`): an onset
+  sounds through its holds until the next onset or rest. The choices stay within :class:`GridGrammar`
+  (no hold with nothing sounding, at most 8 rests in a row), so the file reads back to the same grid
+  tokens (trailing rests aside, which the tokenizer drops). The repetition guard counts onsets only.
+
+Chords are voiced by :func:`lofi_live.tokens.token_pitches` only. A seed clip is read under the model's
+tokenization (:func:`lofi_live.midi_tokens.file_tokens`); for a grid model the silence from its last note
+to its last bar line becomes rests, so the continuation starts where the clip ends.
+
+``--variations N`` (the way Magenta Studio's Continue works in a DAW) writes ``DIR/CLIP-1.mid ...
+CLIP-N.mid``: N continuations of ``--seed-midi CLIP.mid``, each ``--bars`` long at the clip's tempo,
+variation ``i`` sampled with seed ``--seed + i - 1`` so each one can be made again alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from lofi_live import grid_tokens
 from lofi_live import tokens as token_rules
 from lofi_live.errors import LofiError
-from lofi_live.midifile import NoteEvent, write_midi
+from lofi_live.midifile import NoteEvent, first_tempo_bpm, read_midi, write_midi
+from lofi_live.model import MODEL_HELP, PROVIDERS
 from lofi_live.sampling import (
+    DEFAULT_LEGATO,
     DEFAULT_MAX_REPEAT,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
+    LEGATO_HELP,
+    MIN_TEMPERATURE,
     SCALES,
     Sampler,
     ScaleLock,
     detect_key,
     key_name,
+    legato_share,
     parse_key,
     parse_scale,
 )
@@ -37,74 +57,154 @@ from lofi_live.sampling import (
 DEFAULT_STEPS = 500
 DEFAULT_BPM = 90.0
 VELOCITY = 80
+#: Beats per bar: clips and ``--bars`` are counted in 4/4 bars.
+BAR_BEATS = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="exported model: NAME, NAME.json or NAME.onnx (default: exported_models/lofi or $LOFI_LIVE_MODEL)")
-    parser.add_argument("--seed-midi", metavar="FILE", help="prime with the last window of tokens of this MIDI file (default: a random window of the model's data)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"tokens to generate (default {DEFAULT_STEPS})")
+    parser.add_argument("--model", help=MODEL_HELP)
+    parser.add_argument("--seed-midi", metavar="FILE", help="prime with the last window of tokens of this MIDI file, continuing from its end (default: a random window of the model's data)")
+    parser.add_argument("--steps", type=int, help=f"tokens (0.5-beat steps) to generate (default {DEFAULT_STEPS})")
+    parser.add_argument("--bars", type=int, help=f"length in 4/4 bars instead of --steps ({int(BAR_BEATS / token_rules.GRID_BEATS)} steps a bar)")
+    parser.add_argument("--variations", type=int, metavar="N", help="write N continuations of --seed-midi CLIP.mid into the folder -o DIR, as CLIP-1.mid ... CLIP-N.mid")
     parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"0 = argmax like the seed; higher = more varied (default {DEFAULT_TEMPERATURE})")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the K likeliest tokens, 0 = all (default {DEFAULT_TOP_K})")
-    parser.add_argument("--max-repeat", type=int, default=DEFAULT_MAX_REPEAT, help=f"never sample one token more than N times in a row, 0 = off (default {DEFAULT_MAX_REPEAT})")
-    parser.add_argument("--seed", type=int, help="random seed, for a reproducible result")
-    parser.add_argument("--bpm", type=float, default=DEFAULT_BPM, help=f"tempo written in the file (default {DEFAULT_BPM:g})")
+    parser.add_argument("--legato", type=legato_share, default=DEFAULT_LEGATO, help=LEGATO_HELP)
+    parser.add_argument("--max-repeat", type=int, default=DEFAULT_MAX_REPEAT, help=f"never sample one note or chord more than N times in a row (holds and rests of a grid model are free), 0 = off (default {DEFAULT_MAX_REPEAT})")
+    parser.add_argument("--seed", type=int, help="random seed, for a reproducible result (variation i uses SEED + i - 1)")
+    parser.add_argument("--bpm", type=float, help=f"tempo written in the file (default: the tempo of --seed-midi, else {DEFAULT_BPM:g})")
     parser.add_argument("--key", help="lock to a key: C, C#, Db, ... B, or auto (detected from the seed window)")
     parser.add_argument("--scale", help=f"scale of --key: {', '.join(SCALES)} (default minor; auto detects major/minor)")
-    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"), help="ONNX Runtime provider (default auto)")
-    parser.add_argument("-o", "--output", required=True, help="the .mid file to write")
+    parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
+    parser.add_argument("-o", "--output", required=True, help="the .mid file to write (with --variations: the folder)")
 
 
-def event_pitches(token: str) -> list[int]:
-    """The MIDI pitches that sound one token, so that music21 reads them back as the same token.
+def tokens_to_notes(
+    tokens: Sequence[str], kind: str = "seed", grid_beats: float = token_rules.GRID_BEATS, velocity: int = VELOCITY
+) -> list[NoteEvent]:
+    """The notes of generated tokens under a tokenization.
 
-    A chord token of a single pitch class (``"7"``, music21's name for a chord of octave doublings)
-    is sounded as that pitch class in two octaves; otherwise :func:`token_pitches`.
+    ``seed``: one event per grid step (the seed's ``offset += 0.5``), each lasting one step. ``grid``: an
+    onset sounds until the next onset or rest, holds extend it, rests are silence (always 0.5-beat steps).
     """
-    pitches = token_rules.token_pitches(token)
-    if token_rules.is_chord(token) and len(pitches) == 1:
-        pitches.append(pitches[0] + 12)
-    return pitches
+    if kind == "grid":
+        return grid_tokens.tokens_to_notes(tokens, velocity)
+    return [
+        NoteEvent(step * grid_beats, grid_beats, pitch, velocity)
+        for step, token in enumerate(tokens)
+        for pitch in token_rules.token_pitches(token)
+    ]
 
 
-def tokens_to_notes(tokens: Sequence[str], grid_beats: float = token_rules.GRID_BEATS, velocity: int = VELOCITY) -> list[NoteEvent]:
-    """One event per grid step (the seed's ``offset += 0.5``), each lasting one step."""
-    notes = []
-    for step, token in enumerate(tokens):
-        for pitch in event_pitches(token):
-            notes.append(NoteEvent(step * grid_beats, grid_beats, pitch, velocity))
-    return notes
+def write_tokens_midi(
+    path: str | Path,
+    tokens: Sequence[str],
+    bpm: float = DEFAULT_BPM,
+    grid_beats: float = token_rules.GRID_BEATS,
+    kind: str = "seed",
+    end_beats: float | None = None,
+) -> Path:
+    """A one-track piano ``.mid`` of the tokens at ``bpm`` (``end_beats``: the clip's length, see write_midi)."""
+    return write_midi(path, [("lofi-live", tokens_to_notes(tokens, kind, grid_beats))], bpm=bpm, program=0,
+                      end_beats=end_beats)
 
 
-def write_tokens_midi(path: str | Path, tokens: Sequence[str], bpm: float = DEFAULT_BPM, grid_beats: float = token_rules.GRID_BEATS) -> Path:
-    """A one-track piano ``.mid`` of the tokens at ``bpm``."""
-    return write_midi(path, [("lofi-live", tokens_to_notes(tokens, grid_beats))], bpm=bpm, program=0)
+class GridGrammar:
+    """Which grid tokens may come next so that the written file reads back to exactly the tokens chosen.
+
+    A ``hold`` keeps sounding what the file already plays, so it is allowed only while a note sounds (not
+    as the first token of a continuation, whose file starts silent, nor after a rest); a 9th rest in a row
+    would be cut by the tokenizer, so at most :data:`grid_tokens.MAX_RESTS` are allowed.
+    """
+
+    def __init__(self, vocabulary: Sequence[str]):
+        self.hold = np.array([t == token_rules.HOLD for t in vocabulary], dtype=bool)
+        self.rest = np.array([t == token_rules.REST for t in vocabulary], dtype=bool)
+        self.sounding = False
+        self.rests = 0
+
+    def allowed(self, base: np.ndarray | None = None) -> np.ndarray:
+        """The tokens allowed now, within ``base`` (e.g. a key lock) when given."""
+        mask = np.ones(len(self.hold), dtype=bool) if base is None else np.array(base, dtype=bool)
+        if not self.sounding:
+            mask &= ~self.hold
+        if self.rests >= grid_tokens.MAX_RESTS:
+            mask &= ~self.rest
+        return mask
+
+    def add(self, token: str) -> None:
+        """Follow one chosen token."""
+        if token == token_rules.REST:
+            self.sounding, self.rests = False, self.rests + 1
+        elif token != token_rules.HOLD:
+            self.sounding, self.rests = True, 0
 
 
 def generate_indices(model, seed: Sequence[int], steps: int, sampler: Sampler, allowed: np.ndarray | None = None) -> list[int]:
-    """``steps`` token indices continuing ``seed``, through the model's stepper."""
+    """``steps`` token indices continuing ``seed``, through the model's stepper (a grid model's within :class:`GridGrammar`)."""
     stepper = model.stepper()
     probs = stepper.reset(seed)
+    grammar = GridGrammar(model.vocabulary) if model.tokens == "grid" else None
     chosen: list[int] = []
     for step in range(steps):
-        token = sampler.choose(probs, allowed)
+        token = sampler.choose(probs, allowed if grammar is None else grammar.allowed(allowed))
         chosen.append(token)
+        if grammar is not None:
+            grammar.add(model.vocabulary[token])
         if step + 1 < steps:
             probs = stepper.advance(token)
     return chosen
 
 
+def make_sampler(model, temperature: float, top_k: int | None, seed: int | None, max_repeat: int | None,
+                 legato: float = DEFAULT_LEGATO) -> Sampler:
+    """A sampler that follows the model's vocabulary: its repetition guard counts only onsets, and for a
+    grid model ``legato`` holds the model's notes instead of some of the rests that would cut them."""
+    sampler = Sampler(temperature, top_k, seed, max_repeat, legato=legato if model.tokens == "grid" else 0.0)
+    sampler.follow(model.vocabulary)
+    return sampler
+
+
+def clip_end_rests(path: str | Path, tokens: Sequence[str]) -> int:
+    """Rests from a clip's last sounding grid step to its end, at most :data:`grid_tokens.MAX_RESTS`.
+
+    The grid drops trailing rests, but a clip ends on a bar line (the end of its longest track rounded up
+    to a 4/4 bar): the silence before it is part of the groove the continuation follows. After the last
+    onset, a clip's tokens are holds only, so its last sounding step is the last onset's step plus them.
+    """
+    midi = read_midi(path)
+    notes = grid_tokens.midi_file_notes(midi)
+    if not notes or not tokens:
+        return 0
+    last_onset = max(i for i, t in enumerate(tokens) if not token_rules.is_rhythm(t))
+    last_step = max(grid_tokens.onset_step(n.start) for n in notes) + len(tokens) - 1 - last_onset
+    bar_ticks = BAR_BEATS * midi.ticks_per_beat
+    end_ticks = max(sum(message.time for message in track) for track in midi.tracks)
+    end_step = -(-end_ticks // bar_ticks) * int(BAR_BEATS / grid_tokens.STEP_BEATS)
+    return max(0, min(grid_tokens.MAX_RESTS, end_step - last_step - 1))
+
+
+def clip_tokens(path: str | Path, kind: str) -> list[str]:
+    """A seed clip's tokens under a tokenization, for a grid model with the rests up to its last bar line."""
+    from lofi_live.midi_tokens import file_tokens
+
+    found = file_tokens(path, kind)
+    if kind == "grid":
+        found += [token_rules.REST] * clip_end_rests(path, found)
+    return found
+
+
 def seed_window(model, seed_midi: str | None, rng: np.random.Generator) -> tuple[list[int], str]:
     """The priming indices and a short description of where they came from."""
     if seed_midi:
-        from lofi_live.midi_tokens import midi_file_tokens
-
-        found = midi_file_tokens(seed_midi)
+        found = clip_tokens(seed_midi, model.tokens)
+        if not any(not token_rules.is_rhythm(t) for t in found):
+            drums = " (drums on channel 10 are left out)" if model.tokens == "grid" else ""
+            raise LofiError(f"{seed_midi}: no notes to continue{drums}")
         indices = model.encode(found)
-        if not indices:
-            raise LofiError(f"{seed_midi}: no notes to start from")
         unknown = sum(1 for t in found[-model.window :] if t not in model.index)
         note = f", {unknown} mapped to the nearest known token" if unknown else ""
-        return indices[-model.window :], f"last {min(len(indices), model.window)} tokens of {Path(seed_midi).name}{note}"
+        return indices[-model.window :], f"last {min(len(indices), model.window)} {model.tokens} tokens of {Path(seed_midi).name}{note}"
     if not model.seed_windows:
         raise LofiError(f"{model.path}: the model has no seed_windows; pass --seed-midi FILE")
     pick = int(rng.integers(len(model.seed_windows)))
@@ -133,29 +233,90 @@ def longest_run(items: Sequence) -> int:
     return best
 
 
+def longest_onset_run(tokens: Sequence[str]) -> int:
+    """The longest run of one note or chord struck again and again, holds and rests between them skipped."""
+    return longest_run([t for t in tokens if not token_rules.is_rhythm(t)])
+
+
+def describe(tokens: Sequence[str], kind: str) -> str:
+    """A short account of generated tokens for the summary line."""
+    if kind != "grid":
+        return f"{len(tokens)} tokens ({len(set(tokens))} distinct, longest run {longest_run(tokens)})"
+    onsets = [t for t in tokens if not token_rules.is_rhythm(t)]
+    holds = sum(t == token_rules.HOLD for t in tokens)
+    rests = sum(t == token_rules.REST for t in tokens)
+    return (f"{len(tokens)} grid tokens ({len(onsets)} onsets of {len(set(onsets))} distinct, {holds} holds, {rests} rests, "
+            f"longest onset run {longest_onset_run(tokens)})")
+
+
+def _steps(args: argparse.Namespace, grid_beats: float) -> int:
+    """How many tokens to generate: ``--bars`` in 4/4 bars, else ``--steps`` (default 500)."""
+    if args.bars is not None and args.steps is not None:
+        raise LofiError("give --bars or --steps, not both")
+    if args.bars is not None:
+        if args.bars < 1:
+            raise LofiError(f"--bars must be at least 1, not {args.bars}")
+        return round(args.bars * BAR_BEATS / grid_beats)
+    steps = DEFAULT_STEPS if args.steps is None else args.steps
+    if steps < 1:
+        raise LofiError(f"--steps must be at least 1, not {steps}")
+    return steps
+
+
+def _check_output(args: argparse.Namespace, output: Path) -> None:
+    """Refuse an output path or a ``--variations`` request that cannot work, before the model is loaded."""
+    if args.variations is None:
+        if output.is_dir():
+            raise LofiError(f"{output}: is a folder; give a .mid file name (or --variations N to write into it)")
+        return
+    if args.variations < 1:
+        raise LofiError(f"--variations must be at least 1, not {args.variations}")
+    if not args.seed_midi:
+        raise LofiError("--variations needs --seed-midi CLIP.mid, the clip to continue")
+    if args.variations > 1 and args.temperature < MIN_TEMPERATURE:
+        raise LofiError(f"--variations {args.variations} at --temperature 0 would write {args.variations} identical files; "
+                        "use a temperature above 0")
+    if output.exists() and not output.is_dir():
+        raise LofiError(f"{output}: is a file; --variations writes CLIP-1.mid ... into a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     from lofi_live.model import Model
 
-    if args.steps < 1:
-        raise LofiError("--steps must be at least 1")
-    if not 1 <= args.bpm <= 999:
-        raise LofiError("--bpm must be between 1 and 999")
     output = Path(args.output)
-    if output.is_dir():
-        raise LofiError(f"{output}: is a folder; give a .mid file name")
+    _check_output(args, output)
+    if args.bpm is not None and not 1 <= args.bpm <= 999:
+        raise LofiError("--bpm must be between 1 and 999")
+    if args.max_repeat < 0:
+        raise LofiError(f"--max-repeat must be 0 or more, not {args.max_repeat}")
+    bpm = args.bpm or (first_tempo_bpm(read_midi(args.seed_midi), DEFAULT_BPM) if args.seed_midi else DEFAULT_BPM)
     started = time.perf_counter()
     model = Model.load(args.model, provider=args.provider)
-    sampler = Sampler(args.temperature, args.top_k or None, args.seed, args.max_repeat or None)
+    steps = _steps(args, model.grid_beats)
     seed, origin = seed_window(model, args.seed_midi, np.random.default_rng(args.seed))
     lock = scale_lock(model, args.key, args.scale, model.decode(seed))
-    indices = generate_indices(model, seed, args.steps, sampler, lock.mask if lock else None)
-    generated = model.decode(indices)
-    write_tokens_midi(output, generated, bpm=args.bpm, grid_beats=model.grid_beats)
-    elapsed = time.perf_counter() - started
+    end_beats = steps * model.grid_beats if args.bars is not None else None
     key = f", key {key_name(lock.key_pc, lock.scale)}" if lock else ""
-    print(
-        f"wrote {output}: {len(generated)} tokens ({len(set(generated))} distinct, longest run {longest_run(generated)}), "
-        f"{len(generated) * model.grid_beats:g} beats at {args.bpm:g} BPM; model {model.name} on {model.provider}, "
-        f"{origin}, temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}; {elapsed:.2f} s"
-    )
+    settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}"
+    if args.variations is None:
+        sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, args.max_repeat or None,
+                               args.legato)
+        generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
+        write_tokens_midi(output, generated, bpm, model.grid_beats, model.tokens, end_beats)
+        print(f"wrote {output}: {describe(generated, model.tokens)}, {steps * model.grid_beats:g} beats at {bpm:g} BPM; "
+              f"model {model.name} on {model.provider}, {origin}, {settings}; {time.perf_counter() - started:.2f} s")
+        return 0
+    base = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    stem = Path(args.seed_midi).stem
+    output.mkdir(parents=True, exist_ok=True)
+    for number in range(1, args.variations + 1):
+        sampler = make_sampler(model, args.temperature, args.top_k or None, base + number - 1, args.max_repeat or None,
+                               args.legato)
+        generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
+        path = write_tokens_midi(output / f"{stem}-{number}.mid", generated, bpm, model.grid_beats, model.tokens, end_beats)
+        print(f"wrote {path}: {describe(generated, model.tokens)}, seed {base + number - 1}")
+    bars = steps * model.grid_beats / BAR_BEATS
+    print(f"{args.variations} variations of {Path(args.seed_midi).name}, {bars:g} bars each at {bpm:g} BPM "
+          f"(--seed {base} makes them again); model {model.name} on {model.provider}, {origin}, {settings}; "
+          f"{time.perf_counter() - started:.2f} s")
     return 0

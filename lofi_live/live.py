@@ -17,7 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from lofi_live.conductor import MODES
 from lofi_live.errors import LofiError
+from lofi_live.model import MODEL_HELP, PROVIDERS
 from lofi_live.ports import DEFAULT_NAME, add_backend_argument
 
 log = logging.getLogger("lofi_live")
@@ -45,7 +47,7 @@ def _non_negative(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from lofi_live.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_K
+    from lofi_live.sampling import DEFAULT_LEGATO, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, LEGATO_HELP, legato_share
 
     parser.description = (
         "Listen on a MIDI port and continue what is played on the 0.5-beat grid. Opens the virtual ports "
@@ -54,15 +56,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     model = parser.add_argument_group("model and sampling")
     model.add_argument("--model", action="append", default=None,
-                       help="exported model NAME[.json] (default: exported_models/lofi or $LOFI_LIVE_MODEL); "
-                            "give it several times to switch models with the model_select control")
-    model.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime provider (default auto)")
+                       help=MODEL_HELP + "; give it several times to switch models with the model_select control")
+    model.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider (default auto)")
     model.add_argument("--temperature", type=_non_negative, default=DEFAULT_TEMPERATURE, help=f"sampling temperature, 0 = argmax (default {DEFAULT_TEMPERATURE})")
+    model.add_argument("--legato", type=legato_share, default=DEFAULT_LEGATO, help=LEGATO_HELP)
     model.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the k most likely tokens (default {DEFAULT_TOP_K}; 0 = all)")
     model.add_argument("--seed", type=int, default=None, help="random seed for reproducible runs")
     model.add_argument("--key", default=None, help="lock to a key: C, F#, Bb..., or auto (detected from what is played)")
     model.add_argument("--scale", default="minor", help="scale for --key (major, minor, dorian, ...; default minor)")
-    model.add_argument("--seed-midi", default=None, metavar="FILE", help="prime the window from a MIDI file; the model starts at once")
+    model.add_argument("--seed-midi", default=None, metavar="FILE", help="prime the window from a MIDI file, tokenized as the model's tokens say (grid or seed); "
+                       "the model starts at once")
     model.add_argument("--simulate-slow-model", type=_non_negative, default=0.0, metavar="MS", help="add MS milliseconds to every inference (overload testing)")
 
     ports = parser.add_argument_group("MIDI ports")
@@ -79,19 +82,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     timing = parser.add_argument_group("clock and playing")
     timing.add_argument("--bpm", type=_positive, default=90.0, help="tempo of the internal clock (default 90)")
     timing.add_argument("--clock", choices=("internal", "midi"), default="internal", help="internal tempo, or follow the DAW's MIDI clock (24 PPQN)")
-    timing.add_argument("--mode", choices=("continue", "accompany"), default="continue", help="call and response (default), or play along")
+    timing.add_argument("--mode", choices=MODES, default="continue", help="call and response (default), or play along")
     timing.add_argument("--wait-beats", type=_positive, default=2.0, help="continue mode: silence (beats) that ends the player's phrase (default 2)")
     timing.add_argument("--release-ms", type=_positive, default=None, metavar="MS",
                         help="continue mode: the phrase also ends after MS milliseconds of silence, whatever the tempo")
     timing.add_argument("--response-bars", type=_positive, default=4.0, help="bars the model plays per response (default 4)")
-    timing.add_argument("--gate", type=_positive, default=0.9, help="note length as a fraction of a grid step (default 0.9)")
+    timing.add_argument("--gate", type=_positive, default=0.9, help="seed models: note length as a fraction of a grid step (default 0.9); a grid model's "
+                        "notes last until its next onset or rest")
     timing.add_argument("--velocity", type=int, default=90, choices=range(1, 128), metavar="1-127", help="velocity of the model's notes (default 90)")
     timing.add_argument("--offset-ms", type=float, default=0.0, help="shift the model's output by MS milliseconds (latency compensation; may be negative)")
-    timing.add_argument("--max-note-beats", type=_positive, default=8.0, help="longest note, in beats, before a note-off is forced (default 8)")
+    timing.add_argument("--max-note-beats", type=_positive, default=8.0, help="longest note the engine plays (model, metronome), in beats, before a note-off is "
+                        "forced (default 8); a played note passed --thru lasts as long as it is held")
     timing.add_argument("--duration", type=_positive, default=None, metavar="SECONDS", help="stop after SECONDS (scripts)")
 
     out = parser.add_argument_group("recording and display")
-    out.add_argument("--record", default=None, metavar="FILE.mid", help="record the session (journal FILE.mid.journal, written at exit)")
+    out.add_argument("--record", default=None, metavar="FILE.mid", help="record the session: the journal FILE.mid.journal is written while playing, "
+                     "FILE.mid at exit")
     out.add_argument("--quiet", action="store_true", help="no start-up lines and no terminal view")
     out.add_argument("--config", default=None, help="controls TOML file: CC mapping and option defaults "
                      "(default ~/.config/lofi-live/config.toml when it exists)")
@@ -198,9 +204,10 @@ def _apply_run_defaults(args: argparse.Namespace, run_defaults: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lofi_live.engine import Engine, EngineConfig
+    from lofi_live.generate import make_sampler
     from lofi_live.model import Model
     from lofi_live.ports import MidiPorts
-    from lofi_live.sampling import Sampler
+    from lofi_live.sampling import DEFAULT_MAX_REPEAT
     from lofi_live.session import Session
 
     controls = _load_controls(args)
@@ -212,12 +219,12 @@ def run(args: argparse.Namespace) -> int:
     models = [Model.load(path, provider=args.provider) for path in args.model]
     model = models[0]
     realtime = _realtime_priority()  # after the model: ONNX Runtime's thread pool stays normal
-    sampler = Sampler(args.temperature, args.top_k or None, args.seed)
+    sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, DEFAULT_MAX_REPEAT, args.legato)
     seed_tokens: list[str] = []
     if args.seed_midi:
-        from lofi_live.midi_tokens import midi_file_tokens
+        from lofi_live.midi_tokens import file_tokens
 
-        seed_tokens = midi_file_tokens(args.seed_midi, engine="mido")
+        seed_tokens = file_tokens(args.seed_midi, model.tokens)
         if not seed_tokens:
             raise LofiError(f"{args.seed_midi}: no notes to seed the model with")
     config = EngineConfig(
@@ -243,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous: dict[int, object] = {}
     try:
-        engine._send_port = ports.send
+        engine.send = ports.send
         if args.learn:
             print(f"lofi-live: ports ({ports.backend}): connect the controller to '{ports.input_name}'", flush=True)
             engine.controls = _learn(args, inbox)
@@ -292,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
               f"{stats['late_steps']} late); inference median {stats['latency_median_ms']:.2f} ms, "
               f"p99 {stats['latency_p99_ms']:.2f} ms; emission error median {stats['emission_median_ms']:.3f} ms, "
               f"p99 {stats['emission_p99_ms']:.3f} ms; {stats['messages_in']} MIDI messages in"
-              + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else ""), flush=True)
+              + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else "")
+              + (f", {ports.faults} messages lost while the output port was gone" if ports.faults else ""), flush=True)
         if written is not None:
             print(f"lofi-live: wrote {written}", flush=True)
     if engine.error is not None:
@@ -356,7 +364,7 @@ def _play(engine, session, args: argparse.Namespace, stop: threading.Event) -> N
     view = None
     if not args.quiet and sys.stdout.isatty():
         try:
-            from lofi_live.view import EngineStatus, LiveView
+            from lofi_live.view import LiveView
 
             with _normal_priority():  # the view's refresh thread draws at normal priority
                 view = LiveView()
@@ -371,9 +379,7 @@ def _play(engine, session, args: argparse.Namespace, stop: threading.Event) -> N
             session.flush(_end_beat(engine))
             if view is not None and time.monotonic() - last_view > 0.12:
                 last_view = time.monotonic()
-                fields = engine.status_fields()
-                if fields:
-                    view.update(EngineStatus(**fields))
+                view.update(engine.snapshot())
             if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
     finally:

@@ -1,6 +1,7 @@
 """MIDI file -> tokens at run time, without TensorFlow.
 
-Two ways, same rules as training (``docs/MODEL_FORMAT.md``, issue 2):
+:func:`file_tokens` picks the rule of a model's tokenization (grid or seed). For seed tokens, two
+ways, same rules as training (``docs/MODEL_FORMAT.md``):
 
 * :func:`music21_tokens`: the seed's own loop, used whenever music21 is importable (it is imported
   lazily here, never at module import). ``s2 = instrument.partitionByInstrument(midi)``; with parts,
@@ -43,6 +44,21 @@ def midi_file_tokens(path: str | os.PathLike, engine: str = "auto") -> list[str]
     if engine not in ("auto", "mido"):
         raise ValueError(f"unknown tokenizer engine {engine!r}")
     return mido_tokens(path)
+
+
+def file_tokens(path: str | os.PathLike, kind: str) -> list[str]:
+    """Tokens of one MIDI file under a model's tokenization: the one rule every command uses for a seed file.
+
+    ``grid``: :func:`lofi_live.grid_tokens.file_tokens` (mido); ``seed``: :func:`midi_file_tokens`
+    (music21 when installed, else the mido path).
+    """
+    if kind == "grid":
+        from lofi_live.grid_tokens import file_tokens as grid_file_tokens
+
+        return grid_file_tokens(path)
+    if kind != "seed":
+        raise ValueError(f"unknown tokenization {kind!r}")
+    return midi_file_tokens(path)
 
 
 def seed_rule_tokens(path: str | os.PathLike) -> list[str]:

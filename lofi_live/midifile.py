@@ -40,11 +40,14 @@ def write_midi(
     tracks: Sequence[tuple[str, Sequence[NoteEvent]]],
     bpm: float,
     program: int = 0,
+    end_beats: float | None = None,
 ) -> Path:
     """Write a type-1 file: a tempo track, then one named track per ``(name, notes)`` pair.
 
-    ``program`` is the General MIDI program set at the start of each track (0 = piano). The
-    file is written to a temporary name and renamed, so a crash never leaves half a file.
+    ``program`` is the General MIDI program set at the start of each track (0 = piano). ``end_beats``
+    ends each note track there (or at its last note-off when later), so a DAW sees a clip of whole bars
+    even when it closes with silence. The file is written to a temporary name and renamed, so a crash
+    never leaves half a file.
     """
     target = Path(path)
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
@@ -54,7 +57,7 @@ def write_midi(
     meta.append(mido.MetaMessage("end_of_track", time=0))
     midi.tracks.append(meta)
     for name, notes in tracks:
-        midi.tracks.append(_note_track(name, notes, program))
+        midi.tracks.append(_note_track(name, notes, program, round((end_beats or 0) * TICKS_PER_BEAT)))
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")
     midi.save(temporary)
@@ -62,7 +65,7 @@ def write_midi(
     return target
 
 
-def _note_track(name: str, notes: Sequence[NoteEvent], program: int) -> mido.MidiTrack:
+def _note_track(name: str, notes: Sequence[NoteEvent], program: int, end_tick: int = 0) -> mido.MidiTrack:
     """Absolute-time note events -> a delta-time track; note-offs sort before note-ons at a tick."""
     events: list[tuple[int, int, mido.Message]] = []
     channels = sorted({note.channel for note in notes}) or [0]
@@ -80,7 +83,7 @@ def _note_track(name: str, notes: Sequence[NoteEvent], program: int) -> mido.Mid
     for tick, _, message in events:
         track.append(message.copy(time=tick - now))
         now = tick
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    track.append(mido.MetaMessage("end_of_track", time=max(0, end_tick - now)))
     return track
 
 

@@ -1,13 +1,15 @@
 """Loading and checking an exported model (ONNX + JSON), provider choice, window and step predictors.
 
 The contract is ``docs/MODEL_FORMAT.md``. Loading never trusts the files: the JSON is validated field by
-field, each ONNX file must match the SHA-256 recorded in the JSON, and the graphs' inputs and outputs must
-agree with the JSON (names, element types, window length, vocabulary size). Every problem becomes a
-one-line :class:`LofiError` naming the file and the reason.
+field (:func:`lofi_live.model_format.check`, the code the export checks its own JSON with), each ONNX file
+must match the SHA-256 recorded in the JSON, and the graphs' inputs and outputs must agree with the JSON
+(names, element types, window length, vocabulary size). Every problem becomes a one-line
+:class:`LofiError` naming the file and the reason.
 
-Two predictors:
+Two predictors, which read a context shorter than the window alike: as it is, from zero state
+(docs/MODEL_FORMAT.md, "Short contexts"):
 
-* :meth:`Model.window_probs` runs the window graph on a batch of windows (evaluation, bench, fallback);
+* :meth:`Model.window_probs` runs the window graph on a batch of contexts (evaluation, bench, fallback);
 * :meth:`Model.stepper` returns a :class:`Stepper`: O(1) per token through the step graph, carrying the
   LSTM states between calls (or, for a model without a step graph, a :class:`WindowStepper` that runs the
   window graph on the last ``window`` tokens each step).
@@ -29,45 +31,94 @@ import os
 import time
 from collections import deque
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from lofi_live import tokens as token_rules
+from lofi_live import model_format
 from lofi_live.errors import LofiError
 from lofi_live.files import checked_file
-from lofi_live.loop_cache import LoopCache
+from lofi_live.model_format import (
+    META_VOCABULARY,
+    META_WINDOW,
+    Graph,
+    encode_inputs,
+    encode_tokens,
+    state_output,
+    vocabulary_digest,
+)
 
 #: Environment variable naming the model used when ``--model`` is not given.
 MODEL_ENV = "LOFI_LIVE_MODEL"
-ROOT = Path(__file__).resolve().parent.parent
-SUPPORTED_FORMAT = 1
-ENCODINGS = ("index", "scaled")
+#: The shipped model used when neither ``--model`` nor ``$LOFI_LIVE_MODEL`` names one.
+DEFAULT_MODEL = "lofi"
+#: The package whose data files are the shipped models (the top-level ``exported_models/`` folder).
+SHIPPED_MODELS_PACKAGE = "exported_models"
+#: ONNX Runtime providers a command may ask for (``--provider``): the one list every command offers.
 PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 #: Model descriptions above this size are refused (a real one is well under 1 MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
-#: ONNX metadata keys that bind a graph to its JSON (written by ``lofi-train export``): the SHA-256 of the
-#: vocabulary (:func:`vocabulary_digest`) and the window length. The JSON records each graph's SHA-256, so
-#: neither file can be edited or swapped without the other noticing.
-META_VOCABULARY = "lofi_live.vocabulary_sha256"
-META_WINDOW = "lofi_live.window"
+
+
+#: The ``--model`` help text of every command.
+MODEL_HELP = ("exported model: a shipped model's name (e.g. lofi, lofi-seed) or a path NAME, NAME.json or NAME.onnx "
+              f"(default: ${MODEL_ENV}, else the shipped {DEFAULT_MODEL})")
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the shipped models: the checkout's ``exported_models/``, or its installed copy.
+
+    Found through :mod:`importlib.resources` rather than next to this file, because a wheel installs
+    ``exported_models`` as a package of its own beside ``lofi_live``. pip installs packages as plain
+    folders, so the result is a real folder holding each model's three files side by side.
+    """
+    try:
+        return Path(str(resources.files(SHIPPED_MODELS_PACKAGE)))
+    except ModuleNotFoundError:
+        raise LofiError(f"the shipped models are not installed (no {SHIPPED_MODELS_PACKAGE} package); "
+                        "reinstall lofi-live or pass --model") from None
+
+
+def shipped_model_names() -> list[str]:
+    """The names ``--model`` accepts without a path: every ``NAME.json`` among the shipped models."""
+    return sorted(path.stem for path in shipped_models_dir().glob("*.json"))
 
 
 def default_model_path() -> Path:
-    """``<repo>/exported_models/lofi``, or the path in ``$LOFI_LIVE_MODEL`` when it is set."""
+    """The model used when ``--model`` is not given: ``$LOFI_LIVE_MODEL`` when set, else the shipped ``lofi``.
+
+    The variable is read as ``--model`` is (a path or a shipped model's name) by :func:`resolve_model_path`.
+    """
     override = os.environ.get(MODEL_ENV, "").strip()
-    return Path(override).expanduser() if override else ROOT / "exported_models" / "lofi"
+    return Path(override).expanduser() if override else shipped_models_dir() / DEFAULT_MODEL
 
 
 def resolve_model_path(arg: str | os.PathLike | None = None) -> Path:
-    """The ``NAME.json`` of a model given as ``NAME``, ``NAME.json``, ``NAME.onnx`` or ``NAME.step.onnx``.
+    """The ``NAME.json`` of a model given as a path or as the name of a shipped model.
 
-    A folder holding exactly one ``*.json`` model is accepted too. ``None`` means the default model.
+    A path is ``NAME``, ``NAME.json``, ``NAME.onnx``, ``NAME.step.onnx`` or a folder holding exactly one
+    ``*.json`` model. A bare name (no folder part) that is no model in the current folder is looked up among
+    the shipped models, so ``--model lofi`` works from any folder and in an installed wheel; a file of that
+    name in the current folder comes first, as any path does. ``None`` means :func:`default_model_path`.
     """
-    path = Path(arg).expanduser() if arg not in (None, "") else default_model_path()
+    text = os.fspath(default_model_path() if arg in (None, "") else arg)
+    path = _model_json(Path(text).expanduser())
+    if path.exists() or Path(text).name != text:
+        return path
+    shipped = _model_json(shipped_models_dir() / text)
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_model_names()) or "none"
+    raise LofiError(f"{text}: no such model, neither a file here nor a shipped model (shipped: {names}); "
+                    "give a path or a shipped model's name")
+
+
+def _model_json(path: Path) -> Path:
+    """``path`` (any of the forms :func:`resolve_model_path` accepts) as the path of its ``NAME.json``."""
     if path.is_dir():
         found = sorted(path.glob("*.json"))
         if len(found) == 1:
@@ -132,7 +183,7 @@ def cuda_problem() -> str | None:
 def _session_options(threads: int):
     ort = _ort()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: a failed run raises, and our one-line error says why
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -160,15 +211,6 @@ def _session(data: bytes, where: Path, provider: str, threads: int):
 # JSON checks
 
 
-def _require(meta: dict, key: str, kind: type | tuple, where: Path) -> Any:
-    if key not in meta:
-        raise _fail(where, f"missing field {key!r}")
-    value = meta[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise _fail(where, f"field {key!r} has the wrong type ({type(value).__name__})")
-    return value
-
-
 def _read_json(path: Path) -> dict:
     onnx = path.with_suffix(".onnx")
     hint = f" ({onnx.name} exists but its JSON is missing)" if onnx.exists() else ""
@@ -191,53 +233,16 @@ def _read_json(path: Path) -> dict:
     return meta
 
 
-def _check_vocabulary(meta: dict, where: Path) -> list[str]:
-    vocabulary = _require(meta, "vocabulary", list, where)
-    if not vocabulary:
-        raise _fail(where, "empty vocabulary")
-    for token in vocabulary:
-        if not isinstance(token, str):
-            raise _fail(where, f"vocabulary entry {token!r} is not a string")
-        try:
-            token_rules.parse_token(token)
-        except token_rules.TokenError as error:
-            raise _fail(where, f"bad vocabulary entry: {error}") from None
-    if len(set(vocabulary)) != len(vocabulary):
-        raise _fail(where, "vocabulary has duplicate tokens")
-    return list(vocabulary)
-
-
-def vocabulary_digest(vocabulary: Sequence[str]) -> str:
-    """SHA-256 of the vocabulary in order (tokens joined by newlines): stored in the ONNX graphs' metadata."""
-    return hashlib.sha256("\n".join(vocabulary).encode("utf-8")).hexdigest()
-
-
-def _number(meta: dict, key: str, default: float, where: Path) -> float:
-    value = meta.get(key, default)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _fail(where, f"field {key!r} has the wrong type ({type(value).__name__})")
-    return float(value)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_graph(json_path: Path, graph: dict, name: str) -> tuple[Path, bytes]:
-    file = graph.get("file")
-    if not isinstance(file, str) or not file or Path(file).name != file:
-        raise _fail(json_path, f"graphs.{name}.file must be a plain file name beside the JSON")
-    path = json_path.with_name(file)
+def _read_graph(json_path: Path, graph: Graph, name: str) -> tuple[Path, bytes]:
+    """The bytes of a graph named in the JSON, refused unless they match its recorded SHA-256."""
+    path = json_path.with_name(graph.file)
     if not path.is_file():
         raise _fail(path, f"missing ({name} graph named in {json_path.name})")
     try:
         data = path.read_bytes()
     except OSError as error:
         raise _fail(path, f"cannot be read ({error.strerror or error})") from None
-    expected = graph.get("sha256")
-    if not isinstance(expected, str) or len(expected) != 64:
-        raise _fail(json_path, f"graphs.{name}.sha256 is missing or not a SHA-256 hex digest")
-    if _sha256(data).lower() != expected.lower():
+    if hashlib.sha256(data).hexdigest() != graph.sha256:
         raise _fail(path, f"checksum differs from {json_path.name} (file changed, truncated or damaged)")
     return path, data
 
@@ -259,6 +264,8 @@ class Model:
     index: dict[str, int]
     window: int
     grid_beats: float
+    #: ``seed`` (onset tokens only, the seed article's) or ``grid`` (one token per step, hold and rest)
+    tokens: str
     encoding: str
     meta: dict
     provider: str
@@ -282,31 +289,13 @@ class Model:
         meta = _read_json(json_path)
         self = cls.__new__(cls)
         self.path, self.meta = json_path, meta
-        fmt = meta.get("format", SUPPORTED_FORMAT)
-        if fmt != SUPPORTED_FORMAT:
-            raise _fail(json_path, f"model format {fmt!r} is not supported (this runtime reads format 1)")
-        self.name = str(meta.get("name") or json_path.stem)
-        self.vocabulary = _check_vocabulary(meta, json_path)
+        described = model_format.check(meta, json_path)
+        self.name, self.vocabulary, self.window = described.name, described.vocabulary, described.window
         self.index = {token: i for i, token in enumerate(self.vocabulary)}
-        self.window = _require(meta, "window", int, json_path)
-        if not 1 <= self.window <= 4096:
-            raise _fail(json_path, f"window {self.window} out of range")
-        self.grid_beats = _number(meta, "grid_beats", token_rules.GRID_BEATS, json_path)
-        if not 0 < self.grid_beats <= 16:
-            raise _fail(json_path, f"grid_beats {self.grid_beats} out of range")
-        self.encoding = meta.get("input_encoding", "index")
-        if self.encoding not in ENCODINGS:
-            raise _fail(json_path, f"unknown input_encoding {self.encoding!r} (expected index or scaled)")
-        graphs = _require(meta, "graphs", dict, json_path)
-        window_graph = graphs.get("window")
-        if not isinstance(window_graph, dict):
-            raise _fail(json_path, "graphs.window is missing")
-        step_graph = graphs.get("step")
-        if step_graph is not None and not isinstance(step_graph, dict):
-            raise _fail(json_path, "graphs.step must be an object")
-        self.seed_windows = self._check_seed_windows(json_path)
-        self._baselines = self._check_baselines(json_path)
-        self.loop_cache = self._check_loop_cache(json_path)
+        self.grid_beats, self.tokens, self.encoding = described.grid_beats, described.tokens, described.encoding
+        self.seed_windows, self._baselines = described.seed_windows, described.baselines
+        self.loop_cache = described.loop_cache
+        window_graph, step_graph = described.window_graph, described.step_graph
 
         window_file, window_bytes = _read_graph(json_path, window_graph, "window")
         step_file = step_bytes = None
@@ -332,54 +321,6 @@ class Model:
         return self
 
     # -- checks ---------------------------------------------------------------------------------
-
-    def _check_loop_cache(self, where: Path) -> LoopCache:
-        entry = self.meta.get("loop_cache")
-        if entry is None:
-            return LoopCache()
-        if not isinstance(entry, dict):
-            raise _fail(where, "loop_cache must be an object with weight and decay")
-        weight, decay = entry.get("weight", 0.0), entry.get("decay", 0.9)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (weight, decay)):
-            raise _fail(where, "loop_cache weight and decay must be numbers")
-        if not (0.0 <= weight < 1.0 and 0.0 < decay <= 1.0):
-            raise _fail(where, f"loop_cache weight {weight} must be in [0, 1) and decay {decay} in (0, 1]")
-        return LoopCache(float(weight), float(decay))
-
-    def _check_seed_windows(self, where: Path) -> list[list[int]]:
-        windows = self.meta.get("seed_windows", [])
-        if not isinstance(windows, list):
-            raise _fail(where, "seed_windows must be a list of windows")
-        size = len(self.vocabulary)
-        for window in windows:
-            if (
-                not isinstance(window, list)
-                or len(window) != self.window
-                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in window)
-            ):
-                raise _fail(where, f"seed_windows holds a window that is not {self.window} token indices")
-        return windows
-
-    def _check_baselines(self, where: Path) -> dict | None:
-        """``baselines`` is optional; when present it must hold one count and one successor per token."""
-        baselines = self.meta.get("baselines")
-        if baselines is None:
-            return None
-        size = len(self.vocabulary)
-        if not isinstance(baselines, dict):
-            raise _fail(where, "baselines must be an object with unigram_counts and bigram_next")
-        counts, following = baselines.get("unigram_counts"), baselines.get("bigram_next")
-        if (
-            not isinstance(counts, list) or len(counts) != size
-            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in counts)
-        ):
-            raise _fail(where, f"baselines.unigram_counts must be {size} non-negative numbers, one per token")
-        if (
-            not isinstance(following, list) or len(following) != size
-            or not all(isinstance(i, int) and not isinstance(i, bool) and -1 <= i < size for i in following)
-        ):
-            raise _fail(where, f"baselines.bigram_next must be {size} token indices (or -1), one per token")
-        return baselines
 
     def _check_binding(self, where: Path, session) -> None:
         """The graph's recorded vocabulary digest and window (when exported with them) match the JSON."""
@@ -412,9 +353,9 @@ class Model:
             shape = "[N, %d]" % length if rank == 2 else "[N, %d, 1]" % length
             raise _fail(where, f"input {name!r} has shape {list(node.shape)}, expected {shape}")
 
-    def _check_window_graph(self, where: Path, graph: dict) -> tuple[str, str]:
+    def _check_window_graph(self, where: Path, graph: Graph) -> tuple[str, str]:
         session = self._window_session
-        in_name, out_name = graph.get("input", "tokens"), graph.get("output", "probs")
+        in_name, out_name = graph.input, graph.output
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             raise _fail(where, f"the window graph has {len(inputs)} inputs, expected 1 ({in_name!r})")
@@ -429,17 +370,12 @@ class Model:
         if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1) > 1e-3:
             raise _fail(where, "output is not a probability distribution (softmax)")
         self._window_batch_fixed = _dims(inputs[0])[0]
+        self._window_length_fixed = _dims(inputs[0])[1]
         return in_name, out_name
 
-    def _check_step_graph(self, where: Path, graph: dict) -> None:
+    def _check_step_graph(self, where: Path, graph: Graph) -> None:
         session = self._step_session
-        in_name, out_name = graph.get("input", "token"), graph.get("output", "probs")
-        states = graph.get("states")
-        if not isinstance(states, list) or not states:
-            raise _fail(self.path, "graphs.step.states must list the LSTM states, e.g. [['h0', 256], ['c0', 256]]")
-        for item in states:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int) and item[1] > 0):
-                raise _fail(self.path, f"graphs.step.states entry {item!r} is not [name, units]")
+        in_name, out_name, states = graph.input, graph.output, graph.states
         inputs = {node.name: node for node in session.get_inputs()}
         expected_inputs = [in_name] + [name for name, _ in states]
         if sorted(inputs) != sorted(expected_inputs):
@@ -451,7 +387,7 @@ class Model:
             if node.type != "tensor(float)" or len(dims) != 2 or dims[1] not in (None, units):
                 raise _fail(where, f"state input {name!r} is {node.type} {list(node.shape)}, expected float [N, {units}]")
         outputs = [node.name for node in session.get_outputs()]
-        expected_outputs = [out_name] + [f"{name}_out" for name, _ in states]
+        expected_outputs = [out_name] + [state_output(name) for name, _ in states]
         missing = [name for name in expected_outputs if name not in outputs]
         if missing:
             raise _fail(where, f"step graph lacks outputs {', '.join(missing)}")
@@ -464,7 +400,7 @@ class Model:
         if probs.shape != (len(self.vocabulary),):
             raise _fail(where, f"step output size {probs.shape[-1]} differs from the vocabulary size {len(self.vocabulary)}")
 
-    def _time_providers(self, where: Path, data: bytes, graph: dict, is_step: bool) -> str:
+    def _time_providers(self, where: Path, data: bytes, graph: Graph, is_step: bool) -> str:
         """Batch-1 latency of the live graph on CUDA against the CPU; the faster wins (ties: CPU)."""
         try:
             cuda = _session(data, where, "cuda", threads=1)
@@ -474,7 +410,7 @@ class Model:
         feeds = {}
         for node in cpu.get_inputs():
             shape = [1] + [d if isinstance(d, int) and d > 0 else 1 for d in (node.shape or [])[1:]]
-            if not is_step and node.name == graph.get("input", "tokens") and len(shape) >= 2:
+            if not is_step and node.name == graph.input and len(shape) >= 2:
                 shape[1] = self.window
             dtype = np.int32 if node.type == "tensor(int32)" else np.int64 if node.type == "tensor(int64)" else np.float32
             feeds[node.name] = np.zeros(shape, dtype)
@@ -499,66 +435,86 @@ class Model:
         return self._step_session is not None
 
     @property
+    def free_length(self) -> bool:
+        """Whether the window graph takes contexts of any length up to ``window`` (every export since short
+        contexts were defined); an older window graph takes exactly ``window`` tokens."""
+        return self._window_length_fixed is None
+
+    @property
     def baselines(self) -> dict | None:
         return self._baselines
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
         """Token strings -> vocabulary indices; an unknown token becomes the nearest known one.
 
-        A malformed token string (neither a note nor a chord) is skipped, never a crash.
+        :func:`lofi_live.model_format.encode_tokens`, the rule training uses too: a malformed token
+        raises :class:`lofi_live.tokens.TokenError` naming it.
         """
-        indices = []
-        cache: dict[str, int] = {}
-        for token in tokens:
-            index = self.index.get(token)
-            if index is None:
-                index = cache.get(token)
-                if index is None:
-                    try:
-                        index = self.index[token_rules.nearest_token(token, self.vocabulary)]
-                    except token_rules.TokenError:
-                        index = -1
-                    cache[token] = index
-            if index >= 0:
-                indices.append(index)
-        return indices
+        return encode_tokens(tokens, self.vocabulary, self.index).tolist()
 
     def decode(self, indices: Sequence[int]) -> list[str]:
         return [self.vocabulary[int(i)] for i in indices]
 
     def feed(self, windows: np.ndarray) -> np.ndarray:
         """Token indices shaped ``(N, L)`` -> the graph's input array for this model's encoding."""
-        windows = np.asarray(windows)
-        if self.encoding == "index":
-            return windows.astype(np.int32, copy=False)
-        return (windows.astype(np.float32) / np.float32(len(self.vocabulary)))[..., None]
+        return encode_inputs(windows, self.encoding, len(self.vocabulary))
 
     def _run_window(self, windows, session=None, in_name=None, out_name=None) -> np.ndarray:
         session = session or self._window_session
         return session.run([out_name or self._window_out], {in_name or self._window_in: self.feed(windows)})[0]
 
     def window_probs(self, windows: np.ndarray, batch: int = 1024, cache: bool = True) -> np.ndarray:
-        """Next-token probabilities ``(N, V)`` for token-index windows ``(N, window)``.
+        """Next-token probabilities ``(N, V)`` for contexts of token indices ``(N, L)``, ``1 <= L <= window``.
 
-        With ``cache`` (the default, as played) the model's loop cache is mixed in; ``cache=False``
-        gives the network alone.
+        A context shorter than the window is read as it is, from zero state (docs/MODEL_FORMAT.md, "Short
+        contexts"), the same answer a :class:`Stepper` gives after those tokens. With ``cache`` (the
+        default, as played) the model's loop cache is mixed in; ``cache=False`` gives the network alone.
         """
         windows = np.asarray(windows)
         if windows.ndim == 1:
             windows = windows[None, :]
-        if windows.ndim != 2 or windows.shape[1] != self.window:
-            raise ValueError(f"windows must be shaped (N, {self.window}), got {windows.shape}")
+        if windows.ndim != 2 or not 1 <= windows.shape[1] <= self.window:
+            raise ValueError(f"windows must be shaped (N, L) with 1 <= L <= {self.window}, got {windows.shape}")
         if len(windows) and (windows.min() < 0 or windows.max() >= len(self.vocabulary)):
             raise ValueError("token index outside the vocabulary")
-        if self._window_batch_fixed == 1:
-            batch = 1
-        parts = [self._run_window(windows[i : i + batch]) for i in range(0, len(windows), batch)]
-        if not parts:
-            return np.zeros((0, len(self.vocabulary)), np.float32)
-        probs = np.concatenate(parts)
+        probs = self._network_probs(windows, batch)
         if cache and self.loop_cache.active:
             probs = np.stack([self.loop_cache.mix(row, window) for row, window in zip(probs, windows)])
         return probs
+
+    def _network_probs(self, contexts: np.ndarray, batch: int = 1024) -> np.ndarray:
+        """The network's probabilities for checked contexts ``(N, L)``, under the short-context rule.
+
+        A window graph of free length reads any context directly. An older fixed-length window graph
+        cannot take a short one, so a short context goes to the step graph from zero state (the same
+        reading); a model with neither (a fixed-length window graph alone) reads it repeated to fill
+        the window (:func:`repeat_to_window`), its one documented exception.
+        """
+        if len(contexts) == 0:
+            return np.zeros((0, len(self.vocabulary)), np.float32)
+        if contexts.shape[1] < self.window and not self.free_length:
+            if self.has_step_graph:
+                return self._read_from_zero(contexts)[0]
+            contexts = repeat_to_window(contexts, self.window)
+        if self._window_batch_fixed == 1:
+            batch = 1
+        return np.concatenate([self._run_window(contexts[i : i + batch]) for i in range(0, len(contexts), batch)])
+
+    def _read_from_zero(self, contexts: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Contexts ``(N, L)`` fed to the step graph token by token from zero state: (probabilities after
+        the last token ``(N, V)``, the LSTM states then, in ``self.states`` order)."""
+        if self._step_batch_fixed == 1 and len(contexts) > 1:
+            rows = [self._read_from_zero(contexts[i : i + 1]) for i in range(len(contexts))]
+            return (np.concatenate([probs for probs, _ in rows]),
+                    [np.concatenate(parts) for parts in zip(*(states for _, states in rows))])
+        names = [name for name, _ in self.states]
+        states = [np.zeros((len(contexts), units), np.float32) for _, units in self.states]
+        inputs = self.feed(contexts)
+        for t in range(contexts.shape[1]):
+            feeds = {self._step_in: np.ascontiguousarray(inputs[:, t : t + 1]), **dict(zip(names, states))}
+            outputs = self._step_session.run(self._step_outputs, feeds)
+            states = outputs[1:]
+        return outputs[0], states
 
     def stepper(self) -> "Stepper | WindowStepper":
         """A fresh incremental predictor (step graph when exported, else the window graph)."""
@@ -569,18 +525,34 @@ class Model:
         return f"<Model {self.name!r} V={len(self.vocabulary)} window={self.window} {graph} on {self.provider}>"
 
 
+def repeat_to_window(contexts: np.ndarray, window: int) -> np.ndarray:
+    """Short contexts ``(N, L)`` repeated whole, then cut to their last ``window`` tokens.
+
+    Only for a model whose window graph takes exactly ``window`` tokens and that has no step graph
+    (exports before short contexts were defined): it cannot read a short context as it is, and a
+    repeated phrase is the nearest thing to it in a loop instrument. Both predictors of such a model
+    go through :meth:`Model.window_probs`, so they agree.
+    """
+    length = contexts.shape[1]
+    return np.tile(contexts, (1, -(-window // length)))[:, -window:]
+
+
 class Stepper:
     """Stateful next-token prediction through the step graph: one small graph run per token.
 
-    Context management. The model was trained on ``window``-token windows fed from zero state, so a
+    Short contexts. Until ``window`` tokens have been fed (a fresh stepper, or :meth:`reset` with fewer
+    tokens) the primary state has read exactly the tokens fed, from zero state: the answer of
+    :meth:`Model.window_probs` on those tokens (docs/MODEL_FORMAT.md, "Short contexts").
+
+    Long runs. The model was trained on windows of at most ``window`` tokens fed from zero state, so a
     state carried for ever drifts away from what it learnt. The stepper therefore keeps two states in
     one batch-2 run: the *primary* state, whose prediction is returned, and a *shadow* state started
     from zero. Every ``window`` advances the shadow has read exactly the last ``window`` tokens from zero
     state; it becomes the primary (its prediction at that step equals the window graph's on those
     tokens) and a new shadow starts from zero. So the context is re-synced from the last ``window``
-    tokens every ``window`` advances, without the latency spike of replaying the window, and always
-    spans between ``window`` and ``2 * window - 1`` tokens. :meth:`reset` rebuilds both from a window.
-    (A step graph exported with a fixed batch of 1 runs the two states one after the other.)
+    tokens every ``window`` advances, without the latency spike of replaying the window, and once it is
+    full always spans between ``window`` and ``2 * window - 1`` tokens. :meth:`reset` rebuilds both from
+    a context. (A step graph exported with a fixed batch of 1 runs the two states one after the other.)
     """
 
     def __init__(self, model: Model):
@@ -592,48 +564,38 @@ class Stepper:
         rows = 2 if self._paired else 1
         shape, dtype = model._input_spec(rows, 1)
         self._token = np.zeros(shape, dtype)
-        self._scale = np.float32(len(model.vocabulary))
         self._names = [name for name, _ in model.states]
         self._state = {name: np.zeros((rows, units), np.float32) for name, units in model.states}
         if not self._paired:
             self._shadow = {name: np.zeros((1, units), np.float32) for name, units in model.states}
         self._feeds = {model._step_in: self._token, **self._state}
-        # batch-1 buffers for reset(): replaying a window needs no shadow row
-        self._one_token = np.zeros(model._input_spec(1, 1)[0], dtype)
-        self._one_state = {name: np.zeros((1, units), np.float32) for name, units in model.states}
-        self._one_feeds = {model._step_in: self._one_token, **self._one_state}
         self._size = len(model.vocabulary)
         self._history: deque[int] = deque(maxlen=self.window)
         self._since_sync = 0
         self.probs = np.full(self._size, 1.0 / self._size, np.float32)
 
-    def _set_token(self, token: int, buffer: np.ndarray | None = None) -> None:
+    def _set_token(self, token: int) -> None:
         if not 0 <= token < self._size:
             raise ValueError(f"token index {token} outside the vocabulary (0..{self._size - 1})")
-        # the same float32 division as Model.feed, so both graphs see bit-identical inputs
-        target = self._token if buffer is None else buffer
-        target[...] = token if self.model.encoding == "index" else np.float32(token) / self._scale
+        # Model.feed: the window graph's encoding, so both graphs see bit-identical inputs
+        self._token[...] = self.model.feed(np.full(self._token.shape[:2], token))
 
     def _run(self, feeds: dict) -> list:
         return self._session.run(self._outputs, feeds)
 
     def reset(self, window: Sequence[int]) -> np.ndarray:
-        """Rebuild the state from ``window`` (fed from zero state); returns the next-token probabilities.
+        """Rebuild the state from a context (read from zero state); returns the next-token probabilities.
 
-        A window shorter than the model's is fed as it is; a longer one is cut to its last tokens.
+        A context shorter than the model's window is read as it is; a longer one is cut to its last tokens.
         """
         tokens = [int(t) for t in window][-self.window :]
         if not tokens:
             raise ValueError("reset needs at least one token")
-        for name in self._names:
-            self._one_state[name][...] = 0.0
-        for token in tokens:
-            self._set_token(token, self._one_token)
-            outputs = self._run(self._one_feeds)
-            for name, value in zip(self._names, outputs[1:]):
-                self._one_state[name][...] = value
-        for name in self._names:
-            self._state[name][0] = self._one_state[name][0]
+        if any(not 0 <= t < self._size for t in tokens):
+            raise ValueError(f"token index outside the vocabulary (0..{self._size - 1})")
+        probs, states = self.model._read_from_zero(np.array([tokens], np.int64))
+        for name, value in zip(self._names, states):
+            self._state[name][0] = value[0]
             if self._paired:
                 self._state[name][1] = 0.0  # the shadow row starts from zero now
             else:
@@ -641,7 +603,7 @@ class Stepper:
         self._history.clear()
         self._history.extend(tokens)
         self._since_sync = 0
-        self.probs = self.model.loop_cache.mix(outputs[0][0], self._history)
+        self.probs = self.model.loop_cache.mix(probs[0], self._history)
         return self.probs
 
     def advance(self, token: int) -> np.ndarray:
@@ -681,39 +643,42 @@ class Stepper:
 
 
 class WindowStepper:
-    """The :class:`Stepper` interface for a model without a step graph: the window graph every step."""
+    """The :class:`Stepper` interface for a model without a step graph: the window graph every step.
+
+    The context is the last ``window`` tokens fed, as they are (shorter at first), predicted by
+    :meth:`Model.window_probs`'s own rule, so both paths give the same answer for every context.
+    """
 
     def __init__(self, model: Model):
         self.model = model
         self.window = model.window
-        self._buffer = np.zeros((1, model.window), np.int64)
         self._size = len(model.vocabulary)
-        self._count = 0
+        self._history: deque[int] = deque(maxlen=self.window)
         self.probs = np.full(self._size, 1.0 / self._size, np.float32)
 
+    def _predict(self) -> np.ndarray:
+        context = np.array([self._history], np.int64)
+        self.probs = self.model.loop_cache.mix(self.model._network_probs(context)[0], self._history)
+        return self.probs
+
     def reset(self, window: Sequence[int]) -> np.ndarray:
-        """Use ``window`` as the context; a short one is repeated to fill the model's window."""
+        """Use the last ``window`` tokens of a context (a short one as it is); returns the next-token probabilities."""
         tokens = [int(t) for t in window][-self.window :]
         if not tokens:
             raise ValueError("reset needs at least one token")
         if any(not 0 <= t < self._size for t in tokens):
             raise ValueError("token index outside the vocabulary")
-        filled = (tokens * (self.window // len(tokens) + 1))[-self.window :]
-        self._buffer[0] = filled
-        self._count = len(tokens)
-        self.probs = self.model.loop_cache.mix(self.model._run_window(self._buffer)[0], self.history)
-        return self.probs
+        self._history.clear()
+        self._history.extend(tokens)
+        return self._predict()
 
     def advance(self, token: int) -> np.ndarray:
         token = int(token)
         if not 0 <= token < self._size:
             raise ValueError(f"token index {token} outside the vocabulary (0..{self._size - 1})")
-        self._buffer[0, :-1] = self._buffer[0, 1:]
-        self._buffer[0, -1] = token
-        self._count += 1
-        self.probs = self.model.loop_cache.mix(self.model._run_window(self._buffer)[0], self.history)
-        return self.probs
+        self._history.append(token)
+        return self._predict()
 
     @property
     def history(self) -> list[int]:
-        return self._buffer[0, -min(self._count, self.window) :].tolist() if self._count else []
+        return list(self._history)

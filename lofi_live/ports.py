@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -196,6 +197,14 @@ def match_port(wanted: str, names: list[str], kind: str) -> str:
     raise LofiError(f"MIDI {kind} port {wanted!r} is ambiguous: {', '.join(repr(n) for n in found)}")
 
 
+def _jack_name(appeared: set[str], client: str, port: str) -> str | None:
+    """The name JACK gave a virtual port just opened: ``client:port``, or ``client-01:port`` when
+    another program already has that client name (JACK renames the newcomer). None if unclear."""
+    found = [name for name in appeared
+             if name.partition(":")[2] == port and re.fullmatch(re.escape(client) + r"(-[0-9]+)?", name.partition(":")[0])]
+    return found[0] if len(found) == 1 else None
+
+
 def _mido_backend(name: str):
     import mido
 
@@ -300,14 +309,15 @@ class MidiPorts:
 
     @property
     def input_name(self) -> str:
-        """What other programs see: the port to play into."""
-        if self.input_spec.wanted is None:
+        """What other programs see: the port to play into (JACK: as JACK named it)."""
+        if self.input_spec.wanted is None and self.input_spec.resolved is None:
             return f"{self.name}:{self.name}" if self.backend == "jack" else self.name
         return self.input_spec.resolved or self.input_spec.wanted
 
     @property
     def output_name(self) -> str:
-        if self.output_spec.wanted is None:
+        """What other programs see: the port to listen to (JACK: as JACK named it)."""
+        if self.output_spec.wanted is None and self.output_spec.resolved is None:
             return f"{self.name} Out:{self.name}" if self.backend == "jack" else self.name
         return self.output_spec.resolved or self.output_spec.wanted
 
@@ -324,10 +334,17 @@ class MidiPorts:
         client = self.name if is_input else f"{self.name} Out"
         try:
             if spec.wanted is None:
+                # our virtual input is a port others write to, our output one they read from
+                listed = self._lister.outputs if is_input else self._lister.inputs
+                before = set(listed()) if self.backend == "jack" else set()
                 with quiet_stderr():
                     if is_input:
-                        return self._mido.open_input(self.name, virtual=True, client_name=client, callback=self._callback)
-                    return self._mido.open_output(self.name, virtual=True, client_name=client)
+                        port = self._mido.open_input(self.name, virtual=True, client_name=client, callback=self._callback)
+                    else:
+                        port = self._mido.open_output(self.name, virtual=True, client_name=client)
+                if self.backend == "jack":
+                    spec.resolved = _jack_name(set(listed()) - before, client, self.name)
+                return port
             names = self._lister.inputs() if is_input else self._lister.outputs()
             spec.resolved = match_port(spec.wanted, names, spec.kind)
             # no client_name here: mido turns any port given a client_name into a virtual one
@@ -349,15 +366,21 @@ class MidiPorts:
     # -- use --------------------------------------------------------------------------------
 
     def send(self, message) -> bool:
-        """Send one message; False when the output is gone (it is reopened when it comes back)."""
-        port = self.output
+        """Send one message; False when the output is gone (it is reopened when it comes back).
+
+        ``faults`` counts the messages lost so (reported by ``lofi-live run`` at exit)."""
+        with self._lock:
+            port = self.output
         if port is None:
+            with self._lock:
+                self.faults += 1
             return False
         try:
             port.send(message)
             return True
         except Exception:  # noqa: BLE001 - a vanished port must not stop the engine
-            self.faults += 1
+            with self._lock:
+                self.faults += 1
             return False
 
     def _watch(self, poll_seconds: float) -> None:
@@ -376,7 +399,6 @@ class MidiPorts:
                 if port is not None and not present:
                     with self._lock:
                         setattr(self, attr, None)
-                    self.faults += 1
                     log.warning("MIDI %s %r disappeared; waiting for it to come back", spec.kind, spec.resolved)
                     reported.discard(spec.kind)
                     with contextlib.suppress(Exception), quiet_stderr():
@@ -398,17 +420,19 @@ class MidiPorts:
                         setattr(self, attr, reopened)
                     log.warning("MIDI %s %r is back: reopened", spec.kind, spec.resolved)
 
-    def close(self, drain: float = 0.05) -> None:
+    def close(self, drain: float = 0.2) -> None:
         """Close both ports; first give the MIDI system ``drain`` seconds to deliver what was sent
-        (JACK sends from its process cycle: closing at once would drop the last note-offs)."""
+        (JACK sends from its process cycle: closing at once would drop the last note-offs; 50 ms was
+        not always enough for a loaded, non-real-time JACK server)."""
         self._stop.set()
         if self.output is not None and drain > 0:
             time.sleep(drain)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=2)
         for attr in ("input", "output"):
-            port = getattr(self, attr, None)
-            setattr(self, attr, None)
+            with self._lock:
+                port = getattr(self, attr, None)
+                setattr(self, attr, None)
             if port is not None:
                 with contextlib.suppress(Exception), quiet_stderr():
                     port.close()

@@ -1,6 +1,6 @@
 """Recording a live session: the crash-safe journal, the two-track ``.mid``, and ``lofi-live export``.
 
-The engine calls :class:`Session` from its input and clock threads::
+The engine thread records notes and tempo changes; the main thread flushes and closes::
 
     session = Session(bpm=90, record=Path("jam.mid"))      # journal: jam.mid.journal
     session.note_on(0.0, "player", 60, 100)
@@ -414,7 +414,8 @@ class Session:
                         0, _int_in(channel, 0, 15, "channel")))
 
     def set_tempo(self, beat: float, bpm: float) -> None:
-        """The tempo changed at ``beat`` (MIDI-clock sessions); at or before beat 0 it sets the file's tempo."""
+        """The tempo changed at ``beat`` (a tempo control, or a MIDI clock's new tempo); at or before
+        beat 0 it sets the file's tempo."""
         self._add(Event(_finite(beat, "beat"), "tempo", bpm=_check_bpm(bpm)))
 
     def flush(self, beat: float | None = None) -> None:

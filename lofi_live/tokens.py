@@ -1,10 +1,15 @@
 """The one set of token rules shared by training and the live runtime.
 
-A token is what the seed's music21 loop writes for one grid step (0.5 beat):
+A token stands for one grid step (0.5 beat). Two tokenizations share these rules:
 
-* a single note is ``str(pitch)`` in music21 spelling, e.g. ``C4``, ``E-4``, ``F#3``
-  (MIDI input always decodes to C#, E-, F#, G#, B-);
-* a chord is its ``normalOrder`` (pitch classes) joined by dots, e.g. ``0.4.7`` or ``11.2.6``.
+* an onset token, in both: a single note is ``str(pitch)`` in music21 spelling, e.g. ``C4``,
+  ``E-4``, ``F#3`` (MIDI input always decodes to C#, E-, F#, G#, B-); a chord is its
+  ``normalOrder`` (pitch classes) joined by dots, e.g. ``0.4.7`` or ``11.2.6``;
+* ``hold`` and ``rest``, in the grid tokenization only (:mod:`lofi_live.grid_tokens`): a step with
+  no onset on which a note still sounds, or nothing does. No note or chord token can take either
+  spelling (a note starts with a letter A-G, a chord is made of digits).
+
+The seed tokenization (:mod:`lofi_live.midi_tokens`) has onset tokens only, one per event.
 
 Both sides import this module so that a token means the same thing everywhere. The chord
 normal-order table was generated once from music21 for all 4095 pitch-class sets, so the
@@ -33,6 +38,18 @@ _CHORD_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 CHORD_FLOOR = 48
 
 
+#: The grid tokenization's step without an onset while a note sounds on: keep it sounding.
+HOLD = "hold"
+#: The grid tokenization's step without an onset or a sounding note: silence.
+REST = "rest"
+#: Tokens that name a rhythm, not pitches.
+RHYTHM_TOKENS = (HOLD, REST)
+#: The three rhythm classes of a grid step (``evaluate``'s ``rhythm_accuracy`` scores them).
+RHYTHM_CLASSES = ("onset", HOLD, REST)
+#: Tokenizations a corpus or a model can record: ``seed`` (onsets only) and ``grid`` (every step).
+TOKENIZATIONS = ("seed", "grid")
+
+
 class TokenError(ValueError):
     """A string that is neither a note name nor a chord token."""
 
@@ -41,6 +58,16 @@ class TokenError(ValueError):
 def _normal_order_table() -> dict[str, str]:
     text = resources.files("lofi_live").joinpath("data/normal_order.json").read_text()
     return json.loads(text)["normal_order"]
+
+
+def is_rhythm(token: str) -> bool:
+    """``hold`` or ``rest``: a grid step that starts no note."""
+    return token in RHYTHM_TOKENS
+
+
+def rhythm_class(token: str) -> str:
+    """``"onset"``, ``"hold"`` or ``"rest"``: what a grid step does, whatever its pitches."""
+    return token if token in RHYTHM_TOKENS else "onset"
 
 
 def is_chord(token: str) -> bool:
@@ -119,8 +146,13 @@ def voice_chord(pitch_classes: Sequence[int], floor: int = CHORD_FLOOR) -> list[
     music21 decodes a chord token into octave 4 and loses register and inversion, so the
     voicing is chosen here on purpose: the first pitch class of the normal order sits in
     ``[floor, floor + 11]`` (C3..B3 by default) and each next one is the nearest pitch above
-    the previous. The pitch-class set, and so the token, survives a round trip.
+    the previous. A chord of one pitch class (music21's name for octave doublings, e.g. ``7``) is
+    that pitch class in two octaves. The pitch-class set, and so the token, survives a round trip:
+    this is the one voicing of ``generate``, the live engine and the grid renderer.
     """
+    if len(pitch_classes) == 1:
+        low = floor + (pitch_classes[0] - floor) % 12
+        return [low, low + 12]
     pitches: list[int] = []
     for pc in pitch_classes:
         if not pitches:
@@ -132,14 +164,18 @@ def voice_chord(pitch_classes: Sequence[int], floor: int = CHORD_FLOOR) -> list[
 
 
 def token_pitches(token: str, floor: int = CHORD_FLOOR) -> list[int]:
-    """The MIDI pitches that sound a token: one for a note, a voiced chord for a chord."""
+    """The MIDI pitches a token strikes: one for a note, a voiced chord for a chord, none for hold/rest."""
+    if token in RHYTHM_TOKENS:
+        return []
     if is_chord(token):
         return voice_chord(chord_pitch_classes(token), floor)
     return [note_to_midi(token)]
 
 
 def token_pitch_classes(token: str) -> set[int]:
-    """Pitch classes of a token, used by key detection and scale locking."""
+    """Pitch classes of a token, used by key detection and scale locking (none for hold/rest)."""
+    if token in RHYTHM_TOKENS:
+        return set()
     if is_chord(token):
         return set(chord_pitch_classes(token))
     return {note_to_midi(token) % 12}
@@ -149,12 +185,18 @@ def transpose_token(token: str, semitones: int) -> str | None:
     """Move a token by semitones: a note moves with its octave, a chord's pitch classes rotate.
 
     Returns None when a note would leave the MIDI range. A transposed chord is renormalised,
-    so its token is music21's normalOrder of the moved set.
+    so its token is music21's normalOrder of the moved set; hold and rest stay as they are.
     """
+    if token in RHYTHM_TOKENS:
+        return token
     if is_chord(token):
         return chord_token(pc + semitones for pc in chord_pitch_classes(token))
     midi = note_to_midi(token) + semitones
     return midi_to_note(midi) if 0 <= midi <= 127 else None
+
+
+#: Distance from hold or rest to any other token (pitched distances stay below 12 * 12 + 12).
+RHYTHM_DISTANCE = 1000.0
 
 
 def token_distance(a: str, b: str) -> float:
@@ -164,8 +206,12 @@ def token_distance(a: str, b: str) -> float:
     * chord to chord: 12 x the size of the symmetric difference of the pitch-class sets,
       so chords sharing more pitch classes are nearer (ties broken by size difference);
     * note to chord or chord to note: 12 x (chord size) minus 6 if the note's pitch class
-      is in the chord, so a lone note maps to a chord that contains it, and back.
+      is in the chord, so a lone note maps to a chord that contains it, and back;
+    * hold or rest to anything else: :data:`RHYTHM_DISTANCE`, farther than any two pitched tokens,
+      so the rhythm of a step survives a mapping to the nearest known token whenever it can.
     """
+    if a in RHYTHM_TOKENS or b in RHYTHM_TOKENS:
+        return 0.0 if a == b else RHYTHM_DISTANCE
     a_chord, b_chord = is_chord(a), is_chord(b)
     if not a_chord and not b_chord:
         return abs(note_to_midi(a) - note_to_midi(b))
@@ -192,5 +238,7 @@ def nearest_token(token: str, vocabulary: Sequence[str]) -> str:
 
 def parse_token(token: str) -> str:
     """Validate a token string and return it unchanged; raises TokenError when malformed."""
+    if token in RHYTHM_TOKENS:
+        return token
     token_pitches(token)
     return token

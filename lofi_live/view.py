@@ -1,16 +1,16 @@
 """The live terminal view: what the engine is doing, redrawn about 8 times a second with rich.
 
-The engine fills an :class:`EngineStatus` and calls :meth:`LiveView.update` (cheap: it copies the
-status; drawing happens on rich's refresh thread). ``--quiet`` means the engine never creates a
-:class:`LiveView`. Only plain characters and the 8/16 basic colours are used, so the view works
+The engine thread publishes an immutable :class:`EngineStatus` (``Engine.snapshot()``); the main
+thread hands it to :meth:`LiveView.update` (cheap: it swaps one reference; drawing happens on rich's
+refresh thread), so the view never reads state the engine is changing. ``--quiet`` means no
+:class:`LiveView` is created. Only plain characters and the 8/16 basic colours are used, so the view works
 over SSH, in tmux and screen, and stays readable without colour (player ``o``, model ``#``,
 both ``*``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from rich.console import Console, Group, RenderableType
@@ -32,9 +32,9 @@ PLAYER_STYLE, MODEL_STYLE, BOTH_STYLE = "bold cyan", "bold magenta", "bold yello
 STATE_STYLES = {"idle": "dim", "listening": "bold cyan", "responding": "bold magenta"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineStatus:
-    """A snapshot of the engine for the view (all fields have neutral defaults)."""
+    """A snapshot of the engine for the view, never changed once made (all fields have neutral defaults)."""
 
     clock: str = "internal"  # "internal" | "midi"
     bpm: float = 120.0
@@ -51,19 +51,9 @@ class EngineStatus:
     step_latency_p99_ms: float = 0.0
     step: int = 0
     late_steps: int = 0
-    recent: list[tuple[int, str, list[int]]] = field(default_factory=list)  # (step, part, pitches)
-    last_tokens: list[str] = field(default_factory=list)
-    cc_map: dict[str, int] = field(default_factory=dict)  # action -> CC number
-
-
-def snapshot(status: EngineStatus) -> EngineStatus:
-    """A copy whose lists and dict the engine can go on mutating while the view draws."""
-    return dataclasses.replace(
-        status,
-        recent=[(int(step), str(part), list(pitches)) for step, part, pitches in list(status.recent)],
-        last_tokens=list(status.last_tokens),
-        cc_map=dict(status.cc_map),
-    )
+    recent: tuple[tuple[int, str, tuple[int, ...]], ...] = ()  # (step, part, pitches)
+    last_tokens: tuple[str, ...] = ()
+    cc_map: tuple[tuple[str, int], ...] = ()  # (action, CC number)
 
 
 def render_header(status: EngineStatus) -> Table:
@@ -153,7 +143,7 @@ def render(status: EngineStatus) -> RenderableType:
     """The whole view: header, piano roll, last tokens and CC mapping."""
     tokens = Text.assemble(("last tokens ", "dim"), " ".join(status.last_tokens[-16:]) or "-")
     if status.cc_map:
-        pairs = "  ".join(f"{action}=CC{number}" for action, number in sorted(status.cc_map.items(), key=lambda kv: kv[1]))
+        pairs = "  ".join(f"{action}=CC{number}" for action, number in sorted(status.cc_map, key=lambda kv: kv[1]))
     else:
         pairs = "none (--config / --learn)"
     controls = Text.assemble(("CC map ", "dim"), pairs)
@@ -182,12 +172,12 @@ class LiveView:
     """The terminal view as a context manager: ``with LiveView() as view: view.update(status)``.
 
     Redraws at ``refresh_per_second`` (8) from rich's own thread; :meth:`update` only swaps the
-    snapshot, so calling it from the engine's clock thread costs microseconds, never a redraw.
+    snapshot, so it costs microseconds, never a redraw.
     """
 
     def __init__(self, console: Console | None = None, refresh_per_second: float = 8.0,
                  status: EngineStatus | None = None) -> None:
-        self._latest = _Latest(snapshot(status or EngineStatus()))
+        self._latest = _Latest(status or EngineStatus())
         self.console = console or Console(stderr=False)
         self._live = Live(self._latest, console=self.console, refresh_per_second=refresh_per_second,
                           auto_refresh=True, transient=False, redirect_stdout=True, redirect_stderr=True)
@@ -200,7 +190,7 @@ class LiveView:
         self._live.__exit__(*exc)
 
     def update(self, status: EngineStatus) -> None:
-        self._latest.status = snapshot(status)
+        self._latest.status = status
 
     def refresh(self) -> None:
         """Draw now (the auto refresh does it anyway)."""

@@ -2,7 +2,8 @@
 
 ``build_model(folder, vocabulary, ...)`` writes ``NAME.onnx``, ``NAME.step.onnx`` and ``NAME.json``
 following docs/MODEL_FORMAT.md: an embedding (``index``) or scaled input, stacked ONNX LSTM layers, a
-dense softmax. Weights are random (seeded) so predictions are varied and deterministic. The step graph
+dense softmax. The window graph takes exactly ``window`` tokens, as older exports do, or any number up to
+it with ``free_length`` (as ``lofi-train export`` writes it now). Weights are random (seeded) so predictions are varied and deterministic. The step graph
 is the same network on one token with the states as inputs and outputs, so it must reproduce the window
 graph exactly when fed the window's tokens from zero state.
 
@@ -40,12 +41,12 @@ def _lstm_weights(rng, inputs: int, units: int):
     return w, r, b
 
 
-def _graph(vocab: int, window: int | None, layers, embed, dense, encoding: str, step: bool, batch, metadata=None):
+def _graph(vocab: int, length: int | None, layers, embed, dense, encoding: str, step: bool, batch, metadata=None):
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits, inputs, outputs = [], [], [], []
-    length = 1 if step else window
+    length = 1 if step else length
     if encoding == "index":
         inputs.append(helper.make_tensor_value_info("token" if step else "tokens", TensorProto.INT32, [batch, length]))
         inits.append(numpy_helper.from_array(embed, "embedding"))
@@ -105,8 +106,10 @@ def build_model(
     batch: str | int = "N",
     training_tokens: Sequence[int] | None = None,
     output_size: int | None = None,
+    free_length: bool = False,
 ) -> Path:
-    """Write a tiny model into ``folder``; returns the JSON path. ``output_size`` fakes a vocab mismatch."""
+    """Write a tiny model into ``folder``; returns the JSON path. ``output_size`` fakes a vocab mismatch;
+    ``free_length`` gives the window graph an input of any length (``[N, None]``)."""
     rng = np.random.default_rng(seed)
     vocab = len(vocabulary)
     out = output_size or vocab
@@ -121,10 +124,11 @@ def build_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # bind the graphs to the JSON as lofi-train export does (vocabulary digest and window in the metadata)
-    from lofi_live.model import META_VOCABULARY, META_WINDOW, vocabulary_digest
+    from lofi_live.model_format import META_VOCABULARY, META_WINDOW, vocabulary_digest
 
     metadata = {META_VOCABULARY: vocabulary_digest(vocabulary), META_WINDOW: str(window)}
-    files = {"window": (f"{name}.onnx", _graph(out, window, layers, embed, dense, encoding, False, batch, metadata))}
+    length = None if free_length else window
+    files = {"window": (f"{name}.onnx", _graph(out, length, layers, embed, dense, encoding, False, batch, metadata))}
     if step:
         files["step"] = (f"{name}.step.onnx", _graph(out, window, layers, embed, dense, encoding, True, batch, metadata))
     graphs = {}
@@ -158,5 +162,21 @@ def build_model(
         "training": {"command": "tests/model_fixtures.py"},
     }
     path = folder / f"{name}.json"
+    path.write_text(json.dumps(meta, indent=1))
+    return path
+
+
+#: The grid tokenization's vocabulary for tests: the same notes and chords, with ``hold`` and ``rest``.
+GRID_VOCABULARY = VOCABULARY + ["hold", "rest"]
+
+
+def build_grid_token_model(folder: Path, *, name: str = "tiny-grid", seed: int = 0, **options) -> Path:
+    """A tiny model of the grid tokenization (``tokens: grid`` in its JSON, hold and rest in its vocabulary).
+
+    Same random network as :func:`build_model`; returns the JSON path.
+    """
+    path = build_model(folder, GRID_VOCABULARY, name=name, seed=seed, **options)
+    meta = json.loads(path.read_text())
+    meta["tokens"] = "grid"
     path.write_text(json.dumps(meta, indent=1))
     return path

@@ -28,7 +28,7 @@ from lofi_live.controls import ControlMap, load_config
 from lofi_live.engine import Engine, EngineConfig
 from lofi_live.ports import MidiPorts
 from lofi_live.sampling import Sampler
-from lofi_live.view import EngineStatus, render
+from lofi_live.view import render
 
 pytestmark = [pytest.mark.jack]
 
@@ -39,7 +39,7 @@ def _cc(number: int, value: int, channel: int = 0) -> mido.Message:
 
 def _view_text(engine: Engine) -> str:
     console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, color_system="standard")
-    console.print(render(EngineStatus(**engine.status_fields())))
+    console.print(render(engine.snapshot()))
     return console.export_text()
 
 
@@ -72,7 +72,7 @@ def live(jack_server):
         engine = Engine(FakeModel(), Sampler(0.5, None, 0), send=lambda m: None, controls=controls,
                         config=EngineConfig(bpm=120, realtime=False, **config))
         ports = MidiPorts("jack", engine.on_message, name=name)
-        engine._send_port = ports.send
+        engine.send = ports.send
         player, listener = Player(jack_server), Listener(jack_server)
         made.append((engine, ports, player, listener))
         engine_in, engine_out = engine_ports(name)
@@ -93,13 +93,13 @@ def test_a_cc_on_the_mapped_number_changes_the_temperature_the_view_shows(live):
     engine, player, _ = live(ControlMap({"temperature": 21}))
     engine.start()
     assert "temperature 0.50" in _view_text(engine)
-    assert _send_until(player, _cc(21, 127), lambda: engine.sampler.temperature == pytest.approx(2.0)), \
-        engine.sampler.temperature
+    assert _send_until(player, _cc(21, 127), lambda: engine.temperature == pytest.approx(2.0)), \
+        engine.temperature
     assert "temperature 2.00" in _view_text(engine)
     player.send(_cc(20, 0))  # another number: no change
     time.sleep(0.1)
-    assert engine.sampler.temperature == pytest.approx(2.0)
-    assert _send_until(player, _cc(21, 0), lambda: engine.sampler.temperature == pytest.approx(0.1))
+    assert engine.temperature == pytest.approx(2.0)
+    assert _send_until(player, _cc(21, 0), lambda: engine.temperature == pytest.approx(0.1))
     assert "temperature 0.10" in _view_text(engine)
 
 
@@ -113,10 +113,10 @@ def test_panic_silences_everything_at_once_and_the_engine_plays_on(live):
     time.sleep(0.6)
     for _ in range(3):  # a held played note: thru sounds it (sent again if a loaded JACK server dropped it)
         player.send(mido.Message("note_on", note=50, velocity=90, channel=3))
-        if _wait(lambda: (3, 50) in engine.sounding, timeout=0.5):
+        if _wait(lambda: (3, 50) in engine.voices.sounding, timeout=0.5):
             break
     time.sleep(0.5)
-    sounding = set(engine.sounding)  # what the engine has sounding just before the panic
+    sounding = set(engine.voices.sounding)  # what the engine has sounding just before the panic
     for _ in range(3):  # pressed again if a loaded JACK server dropped the CC (the engine never saw it)
         pressed = time.perf_counter()
         player.send(_cc(27, 127))

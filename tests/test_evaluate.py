@@ -16,7 +16,10 @@ from lofi_live.model import Model
 from lofi_live.tokens import nearest_token
 from model_fixtures import VOCABULARY, build_model
 
-KEYS = ["n", "top1", "top5", "nll", "baseline_unigram_top1", "baseline_bigram_top1"]
+KEYS = ["n", "tokens", "top1", "top5", "nll", "network_top1", "network_top5", "network_nll",
+        "baseline_unigram_top1", "baseline_bigram_top1"]
+#: what the naive loop recomputes (the network_* figures equal the mixed ones for a model without a loop cache)
+SCORED = ["n", "top1", "top5", "nll", "baseline_unigram_top1", "baseline_bigram_top1"]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +69,11 @@ def test_metrics_match_a_naive_loop(tiny):
     stream = [VOCABULARY[i] for i in rng.integers(0, 8, 120)] + ["D#6", "C4", "1.4.7.10"] * 3
     got, expected = evaluate_stream(model, stream), _naive(model, stream)
     assert list(got) == KEYS
-    for key in KEYS:
+    assert got["tokens"] == "seed"
+    for key in SCORED:
         assert got[key] == pytest.approx(expected[key], rel=1e-6), key
+    for key in ("top1", "top5", "nll"):
+        assert got[f"network_{key}"] == got[key]  # no loop cache: the network alone is what plays
     assert got["baseline_unigram_top1"] > 0 and got["baseline_bigram_top1"] > 0
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lofi_live import tokens as token_rules
 from lofi_live.cli import main
-from lofi_live.generate import event_pitches, generate_indices, longest_run, tokens_to_notes, write_tokens_midi
+from lofi_live.generate import generate_indices, longest_run, tokens_to_notes, write_tokens_midi
 from lofi_live.midi_tokens import mido_tokens
 from lofi_live.model import Model
 from lofi_live.sampling import Sampler
@@ -130,10 +130,10 @@ def test_bad_arguments_exit_2_with_one_line(tiny, tmp_path, capsys, args, messag
     assert len(err) == 1 and message in err[0]
 
 
-def test_event_pitches():
-    assert event_pitches("C4") == [60]
-    assert event_pitches("7") == [55, 67]
-    assert event_pitches("0.4.7") == [48, 52, 55]
+def test_seed_tokens_are_one_step_events_voiced_by_token_pitches():
+    notes = tokens_to_notes(["C4", "7", "0.4.7"])
+    assert [(n.start, n.duration, n.pitch) for n in notes] == [
+        (0.0, 0.5, 60), (0.5, 0.5, 55), (0.5, 0.5, 67), (1.0, 0.5, 48), (1.0, 0.5, 52), (1.0, 0.5, 55)]
 
 
 BLOCK_TF = """

@@ -8,15 +8,15 @@ become messages in both ways a port can deliver them (``mido.Parser`` over a byt
 simulated grid steps and drained by the engine's own ``_drain`` between grid boundaries, on the
 internal clock and on the MIDI clock (where random clock/start/stop bytes drive the grid).
 
-After every boundary: nothing raised, the window and the tokenizer hold only valid tokens and
-pitches, and the grid state is consistent. At stop: every note-on the engine sent got its note-off,
+After every boundary: nothing raised (only decoding may ignore a message; a fault in the engine's
+own logic propagates out of ``_drain`` and fails the test), the window and the tokenizer hold only
+valid tokens and pitches, and the grid state is consistent. At stop: every note-on the engine sent got its note-off,
 no note is retriggered without its note-off first, and All Notes Off went to every channel used.
 A second test drives the real engine thread through the real callback with a flood.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
@@ -25,8 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_fakes import FakeModel
-from lofi_live.engine import STATES, Engine, EngineConfig, InferenceWorker
+from engine_fakes import GRID_VOCABULARY, FakeModel, grid_model
+from lofi_live.conductor import STATES
+from lofi_live.engine import Engine, EngineConfig
 from lofi_live.ports import parse_message
 from lofi_live.sampling import Sampler
 
@@ -49,24 +50,24 @@ def _messages(chunks) -> list:
 
 def _drain_all(engine: Engine) -> None:
     """What the engine thread does between boundaries: handle everything queued (its own _drain)."""
-    while not engine.queue.empty():
+    while not engine.intake.queue.empty():
         engine._drain(time.perf_counter() + 0.005)
 
 
 def _check_state(engine: Engine, model: FakeModel) -> None:
-    assert engine.error is None
-    assert engine.state in STATES
+    assert engine.conductor.state in STATES
     size = len(model.vocabulary)
     for entry in engine.timeline.entries:
         assert 0 <= entry.index < size and model.vocabulary[entry.index] == entry.token
     assert len(engine.timeline.window_indices()) <= model.window
-    for (channel, pitch), beat in engine.held.items():
+    for (channel, pitch), beat in engine.conductor.held.items():
         assert 0 <= channel <= 15 and 0 <= pitch <= 127 and beat == beat
-    for step, pitches in engine.tokenizer.pending.items():
+    pending = engine.steps.onsets if engine.grid else engine.steps.pending
+    for step, pitches in pending.items():
         assert all(0 <= p <= 127 for p in pitches)
-    for channel, pitch in engine.sounding:
+    for channel, pitch in engine.voices.sounding:
         assert 0 <= channel <= 15 and 0 <= pitch <= 127
-    assert engine.played_steps + engine.late_steps <= engine.step + 1
+    assert engine.played_steps + engine.lookahead.late_steps <= engine.step + 1
 
 
 def _check_no_stuck_notes(sent: list[mido.Message], used_channels: set[int]) -> None:
@@ -104,10 +105,13 @@ status_heavy = st.tuples(
     in_channel=st.sampled_from([None, 0, 9]),
     seeded=st.booleans(),
     mapped=st.booleans(),
+    grid=st.booleans(),
 )
 def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps, clock, mode, thru, in_channel, seeded,
-                                                                  mapped):
-    model = FakeModel()
+                                                                  mapped, grid):
+    # a grid model (hold and rest) plays the next token of its vocabulary after the last one
+    model = grid_model({t: GRID_VOCABULARY[(i + 1) % len(GRID_VOCABULARY)] for i, t in enumerate(GRID_VOCABULARY)}) \
+        if grid else FakeModel()
     sent: list[mido.Message] = []
     config = EngineConfig(bpm=120, clock=clock, mode=mode, thru=thru, in_channel=in_channel, echo_ms=0,
                           realtime=False, max_note_beats=2.0, response_bars=2)
@@ -119,7 +123,7 @@ def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps,
                    "loop": 7, "key_lock": 8}
         controls = ControlMap(numbers, state_cc=9, mode=mode)
     engine = Engine(model, Sampler(0, None, 0), send=sent.append, config=config, controls=controls)
-    engine.worker = InferenceWorker(model, engine.sampler, 0.0)
+    engine.start_worker()
     try:
         if seeded:
             engine.prime(["C4", "E4", "G4"])
@@ -134,22 +138,22 @@ def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps,
             t = step * STEP
             while i < len(timed) and timed[i][0] <= t:
                 stamp, message = timed[i]
-                engine._run_timers(stamp)
-                engine._close_player_steps(stamp)
-                engine.queue.put((stamp, message))  # what on_message does, with a simulated stamp
+                engine.voices.run_timers(stamp)
+                engine.close_steps(stamp)
+                engine.intake.queue.put((stamp, message))  # what on_message does, with a simulated stamp
                 _drain_all(engine)
                 i += 1
-            engine._run_timers(t)
-            engine._close_player_steps(t)
+            engine.voices.run_timers(t)
+            engine.close_steps(t)
             if clock == "internal":
-                if engine.job is not None:
-                    engine.job.done.wait(2)
-                engine._boundary(step, t)
+                if engine.lookahead.job is not None:
+                    engine.lookahead.job.done.wait(2)
+                engine.boundary(step, t)
             _check_state(engine, model)
-        assert engine.messages_in == len(messages)
+        assert engine.intake.messages_in == len(messages)
         engine.panic()  # what stop does, from the engine thread
-        assert not engine.sounding
-        _check_no_stuck_notes(sent, engine.used_channels)
+        assert not engine.voices.sounding
+        _check_no_stuck_notes(sent, engine.voices.used_channels)
     finally:
         engine.worker.stop()
 
@@ -189,7 +193,7 @@ def test_flood_through_the_callback_on_the_engine_thread(clock):
     assert engine.error is None, engine.error
     with lock:
         messages = [m for _, m in sent]
-    _check_no_stuck_notes(messages, engine.used_channels)
+    _check_no_stuck_notes(messages, engine.voices.used_channels)
     if clock == "internal":
         # the model's note-ons after the flood are still on the grid
         grid = engine.clock.seconds_per_beat * 0.5

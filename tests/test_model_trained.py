@@ -31,7 +31,9 @@ def exported(tmp_path_factory) -> Path:
     for i in range(4):
         write_onsets(root / "midi" / f"song{i}.mid", random_song(10 + i, 40))
     corpus, run, target = root / "corpus.json", root / "run", root / "models" / "t"
-    assert lofi_train(["prepare", str(root / "midi"), "-o", str(corpus), "--no-cache", "--workers", "1"]) == 0
+    # the seed tokenization: its round trip through music21 is what this file checks (grid: test_grid_pipeline)
+    assert lofi_train(["prepare", str(root / "midi"), "-o", str(corpus), "--no-cache", "--workers", "1",
+                       "--tokens", "seed"]) == 0
     assert lofi_train(["fit", str(corpus), "-o", str(run), "--epochs", "1", "--window", str(WINDOW),
                        "--val-fraction", "0.25", "--batch-size", "32"]) == 0
     assert lofi_train(["export", str(run), "-o", str(target)]) == 0
@@ -66,7 +68,9 @@ def test_generate_round_trip_and_evaluate(exported, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(exported), str(exported.parent.parent / "midi"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert list(result) == ["n", "top1", "top5", "nll", "baseline_unigram_top1", "baseline_bigram_top1"]
+    assert list(result) == ["n", "tokens", "top1", "top5", "nll", "network_top1", "network_top5", "network_nll",
+                            "baseline_unigram_top1", "baseline_bigram_top1"]
+    assert result["tokens"] == "seed"
     assert result["n"] > 0 and result["baseline_bigram_top1"] is not None
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lofi_live import tokens as T
-from lofi_live.engine import Timeline
+from lofi_live.timeline import Timeline
 from model_fixtures import VOCABULARY
 
 pitches = st.integers(0, 127)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
+
+import pytest
 
 from rich.console import Console
 
@@ -11,17 +14,15 @@ from lofi_live.view import EngineStatus, LiveView, render, render_roll
 
 
 def _status(**changes) -> EngineStatus:
-    recent = [(100 + s, "player", [60 + s % 5]) for s in range(0, 16)]
-    recent += [(100 + s, "model", [48, 52, 55]) for s in range(16, 32)]
+    recent = [(100 + s, "player", (60 + s % 5,)) for s in range(0, 16)]
+    recent += [(100 + s, "model", (48, 52, 55)) for s in range(16, 32)]
     status = EngineStatus(
         clock="midi", bpm=92.0, running=True, mode="accompany", state="responding", key="A minor",
         provider="CUDAExecutionProvider", temperature=0.85, step_latency_ms=1.25, step_latency_p99_ms=3.5,
-        step=131, late_steps=2, recent=recent, last_tokens=["C4", "0.4.7", "E-4"],
-        cc_map={"temperature": 21, "panic": 27, "state_cc": 30},
+        step=131, late_steps=2, recent=tuple(recent), last_tokens=("C4", "0.4.7", "E-4"),
+        cc_map=(("temperature", 21), ("panic", 27), ("state_cc", 30)),
     )
-    for key, value in changes.items():
-        setattr(status, key, value)
-    return status
+    return dataclasses.replace(status, **changes)
 
 
 def _text(status: EngineStatus, width: int = 100) -> str:
@@ -71,29 +72,28 @@ def test_tokens_cc_map_and_empty_states() -> None:
     assert "--learn" in idle
 
 
-def test_live_view_redraws_the_latest_status_and_copies_it() -> None:
+def test_live_view_redraws_the_latest_status_which_nobody_can_change() -> None:
     output = io.StringIO()
     console = Console(file=output, force_terminal=True, width=100, color_system=None)
     status = _status()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        status.temperature = 1.9  # type: ignore[misc]  # a published status is never changed
     with LiveView(console=console, refresh_per_second=8) as view:
         view.update(status)
-        status.temperature = 1.9  # the engine changing its object afterwards...
-        status.recent.clear()  # ...or mutating its lists does not race the drawing thread
         view.refresh()
         start = time.perf_counter()
         for step in range(200):
-            status.step = step
-            view.update(status)
+            view.update(dataclasses.replace(status, step=step))
         per_update = (time.perf_counter() - start) / 200
         view.update(_status(bpm=101.5, temperature=1.9))
         view.refresh()
     drawn = output.getvalue()
     assert "92.0 BPM" in drawn and "101.5 BPM" in drawn and "1.90" in drawn
-    assert per_update < 0.002  # update() only copies a snapshot; drawing happens at 8 Hz on rich's thread
+    assert per_update < 0.002  # update() only swaps the snapshot; drawing happens at 8 Hz on rich's thread
 
 
 def test_render_cost_is_small() -> None:
-    status = _status(recent=[(s, "player" if s % 3 else "model", [50 + s % 20, 62]) for s in range(64)], step=63)
+    status = _status(recent=tuple((s, "player" if s % 3 else "model", (50 + s % 20, 62)) for s in range(64)), step=63)
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     start = time.perf_counter()
     for _ in range(20):

@@ -1,9 +1,10 @@
 """``lofi-train prepare``: MIDI folder -> corpus file of tokens, one entry per MIDI file.
 
-Parsing is music21 with the seed's exact rules, so a model trained here sees the tokens the seed
-saw. music21 is slow (about a second a file), so files are parsed in a process pool, each under a
-time limit, and each result is cached by the SHA-256 of the file's bytes: a rerun only parses what
-changed. A file that fails is listed with its reason and the run goes on. The corpus is JSON (see
+Two tokenizations (``--tokens``): ``grid`` (default), one token per 0.5-beat step with ``hold`` and
+``rest`` (:mod:`lofi_live.grid_tokens`, mido only, fast), and ``seed``, music21 with the seed
+article's exact rules, so a model trained on it sees the tokens the seed saw. music21 is slow (about
+a second a file), so files are parsed in a process pool, each under a time limit, and each result is
+cached by the SHA-256 of the file's bytes and the tokenization: a rerun only parses what changed. A file that fails is listed with its reason and the run goes on. The corpus is JSON (see
 docs/CORPUS_FORMAT.md), never pickle, and keeps file boundaries so windows never straddle two files.
 """
 
@@ -27,15 +28,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from lofi_live import grid_tokens
 from lofi_live.errors import LofiError
 from lofi_live.files import checked_file
 from lofi_live.midifile import check_midi_path, read_midi
 from lofi_live.midi_tokens import seed_rule_tokens
+from lofi_live.tokens import TOKENIZATIONS
+from training.tfsetup import require
 
 CORPUS_FORMAT = 1
-#: Names the tokenization; part of every cache entry (with music21's version), so changing either
+#: Names each tokenization; part of every cache entry (with the parser's version), so changing either
 #: invalidates the cache.
-RULES = (
+SEED_RULES = (
     "music21 seed rules v1: instrument.partitionByInstrument(midi).parts[0].recurse() when it finds parts, "
     "else midi.flatten().notes; Note -> str(pitch); Chord -> '.'.join(normalOrder)"
 )
@@ -43,8 +47,14 @@ MIDI_SUFFIXES = (".mid", ".midi")
 DEFAULT_TIMEOUT_S = 120.0
 #: Corpus files (or their gzip content) above this size are refused: POP909 whole is about 10 MB.
 MAX_CORPUS_BYTES = 1024 * 1024 * 1024
-#: Failure reason of a file that parses but gives no tokens (e.g. its first instrument part is empty).
-NO_NOTES = "no notes or chords in what the seed rules read (first instrument part, else all notes)"
+RULES = {"seed": SEED_RULES, "grid": grid_tokens.RULES}
+#: Failure reason of a file that parses but gives no tokens, by tokenization.
+NO_NOTES = {
+    "seed": "no notes or chords in what the seed rules read (first instrument part, else all notes)",
+    "grid": "no notes outside the drum channel",
+}
+#: Default tokenization of ``prepare``.
+DEFAULT_TOKENS = "grid"
 
 
 @dataclass(frozen=True)
@@ -85,29 +95,35 @@ def find_midi_files(folder: Path) -> list[Path]:
     return files
 
 
-def _cache_file(cache_dir: Path, sha256: str) -> Path:
-    return cache_dir / sha256[:2] / f"{sha256}.json"
+def _cache_file(cache_dir: Path, sha256: str, kind: str, tracks: str | None = None) -> Path:
+    """The entry of one file under one tokenization (and track filter): seed entries keep their old names."""
+    suffix = "" if kind == "seed" else f"-{kind}" + (f"-{hashlib.sha256(tracks.encode()).hexdigest()[:12]}" if tracks else "")
+    return cache_dir / sha256[:2] / f"{sha256}{suffix}.json"
 
 
-@lru_cache(maxsize=1)
-def _cache_stamp() -> dict[str, str]:
-    """What a cache entry must match besides the file hash: the rules and music21's version."""
+@lru_cache(maxsize=2)
+def _cache_stamp(tokens: str, tracks: str | None = None) -> dict[str, str]:
+    """What a cache entry must match besides the file hash: the rules, the track filter and the parser's version."""
+    parser = "music21" if tokens == "seed" else "mido"
     try:
-        music21 = metadata.version("music21")
+        version = metadata.version(parser)
     except metadata.PackageNotFoundError:
-        music21 = "absent"
-    return {"rules": RULES, "music21": music21}
+        version = "absent"
+    stamp = {"rules": RULES[tokens], parser: version}
+    if tracks is not None:
+        stamp["tracks"] = tracks
+    return stamp
 
 
-def _read_cache(cache_dir: Path | None, sha256: str) -> list[str] | None:
+def _read_cache(cache_dir: Path | None, sha256: str, tokens: str, tracks: str | None = None) -> list[str] | None:
     """Cached tokens for a file hash, or None when absent, unreadable or made with other rules."""
     if cache_dir is None:
         return None
     try:
-        entry = json.loads(_cache_file(cache_dir, sha256).read_text())
+        entry = json.loads(_cache_file(cache_dir, sha256, tokens, tracks).read_text())
     except (OSError, ValueError):
         return None
-    stamp = _cache_stamp()
+    stamp = _cache_stamp(tokens, tracks)
     if not isinstance(entry, dict) or any(entry.get(k) != v for k, v in stamp.items()):
         return None
     if not isinstance(entry.get("tokens"), list):
@@ -115,15 +131,15 @@ def _read_cache(cache_dir: Path | None, sha256: str) -> list[str] | None:
     return [str(t) for t in entry["tokens"]]
 
 
-def _write_cache(cache_dir: Path | None, sha256: str, tokens: list[str]) -> None:
+def _write_cache(cache_dir: Path | None, sha256: str, kind: str, tokens: list[str], tracks: str | None = None) -> None:
     """Store tokens atomically; a cache that cannot be written only costs speed, never the run."""
     if cache_dir is None:
         return
-    target = _cache_file(cache_dir, sha256)
+    target = _cache_file(cache_dir, sha256, kind, tracks)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({**_cache_stamp(), "tokens": tokens}))
+        temporary.write_text(json.dumps({**_cache_stamp(kind, tracks), "tokens": tokens}))
         os.replace(temporary, target)
     except OSError:
         pass
@@ -133,7 +149,9 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise ParseTimeout
 
 
-def hash_and_lookup(path: str, relpath: str, cache_dir: Path | None) -> FileResult:
+def hash_and_lookup(
+    path: str, relpath: str, cache_dir: Path | None, kind: str = "seed", tracks: str | None = None
+) -> FileResult:
     """Check and hash one file and look it up in the cache; ``tokens`` is None on a miss.
 
     Runs in the main process: a warm run never starts a parser process or imports music21.
@@ -146,14 +164,17 @@ def hash_and_lookup(path: str, relpath: str, cache_dir: Path | None) -> FileResu
     except OSError as error:
         return FileResult(relpath, "", None, f"cannot be read ({error.strerror or error})")
     sha256 = hashlib.sha256(data).hexdigest()
-    cached = _read_cache(cache_dir, sha256)
+    cached = _read_cache(cache_dir, sha256, kind, tracks)
     if cached is None:
         return FileResult(relpath, sha256, None)
-    return FileResult(relpath, sha256, cached, None if cached else NO_NOTES, cached=True)
+    return FileResult(relpath, sha256, cached, None if cached else no_tokens_reason(path, kind), cached=True)
 
 
-def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir: str | None) -> FileResult:
-    """Parse one file with the seed rules under a SIGALRM time limit; every failure becomes a reason.
+def parse_file(
+    path: str, relpath: str, sha256: str, timeout_s: float, cache_dir: str | None, kind: str = "seed",
+    tracks: str | None = None,
+) -> FileResult:
+    """Tokenize one file (``kind``: seed or grid) under a SIGALRM time limit; every failure becomes a reason.
 
     Runs in a worker process (or the main thread with one worker). The file is first read with mido
     (:func:`lofi_live.midifile.read_midi`), so a truncated, corrupt or zero-track file fails with the
@@ -172,7 +193,7 @@ def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        tokens = seed_rule_tokens(path)
+        tokens = seed_rule_tokens(path) if kind == "seed" else grid_tokens.file_tokens(path, tracks)
     except ParseTimeout:
         return FileResult(relpath, sha256, None, f"timeout (parsing took over {timeout_s:g} s)")
     except Exception as error:  # noqa: BLE001 - music21 raises anything on a bad file; report it
@@ -182,8 +203,27 @@ def parse_file(path: str, relpath: str, sha256: str, timeout_s: float, cache_dir
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    _write_cache(Path(cache_dir) if cache_dir else None, sha256, tokens)
-    return FileResult(relpath, sha256, tokens, None if tokens else NO_NOTES)
+    _write_cache(Path(cache_dir) if cache_dir else None, sha256, kind, tokens, tracks)
+    return FileResult(relpath, sha256, tokens, None if tokens else no_tokens_reason(path, kind))
+
+
+def no_tokens_reason(path: str, kind: str) -> str:
+    """Why a readable file gave no tokens. The seed rules read only the first instrument part, so a file
+    can hold hundreds of notes and give none: the reason then says how many notes the file holds outside
+    the drum channel, in how many tracks, and that ``--tokens grid`` reads them all."""
+    if kind != "seed":
+        return NO_NOTES[kind]
+    try:
+        midi = read_midi(path)
+    except LofiError:
+        return NO_NOTES[kind]
+    counts = [sum(1 for m in track if m.type == "note_on" and m.velocity > 0 and m.channel != grid_tokens.DRUM_CHANNEL)
+              for track in midi.tracks]
+    notes, tracks = sum(counts), sum(1 for count in counts if count)
+    if not notes:
+        return NO_NOTES[kind]
+    return (f"{NO_NOTES[kind]}, but the file has {notes} notes in {tracks} track{'s' if tracks > 1 else ''}: "
+            "--tokens grid reads all its parts")
 
 
 def _reason(error: LofiError, path: str) -> str:
@@ -193,14 +233,16 @@ def _reason(error: LofiError, path: str) -> str:
 
 
 def tokenize_files(
-    folder: Path, files: Sequence[Path], workers: int, timeout_s: float, cache_dir: Path | None
+    folder: Path, files: Sequence[Path], workers: int, timeout_s: float, cache_dir: Path | None, kind: str = "seed",
+    tracks: str | None = None,
 ) -> Iterator[FileResult]:
     """Yield one result per file: cache hits and bad files first, then parses in ``workers`` processes."""
-    misses: list[tuple[str, str, str, float, str | None]] = []
+    misses: list[tuple[str, str, str, float, str | None, str, str | None]] = []
     for file in files:
-        result = hash_and_lookup(str(file), file.relative_to(folder).as_posix(), cache_dir)
+        result = hash_and_lookup(str(file), file.relative_to(folder).as_posix(), cache_dir, kind, tracks)
         if result.tokens is None and result.reason is None:
-            misses.append((str(file), result.path, result.sha256, timeout_s, str(cache_dir) if cache_dir else None))
+            misses.append((str(file), result.path, result.sha256, timeout_s, str(cache_dir) if cache_dir else None,
+                           kind, tracks))
         else:
             yield result
     if workers <= 1 or len(misses) <= 1:
@@ -225,14 +267,16 @@ def prepare(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     cache_dir: Path | None = None,
     progress: bool = True,
+    kind: str = DEFAULT_TOKENS,
+    tracks: str | None = None,
 ) -> dict[str, Any]:
-    """Tokenize a folder into a corpus dictionary (see docs/CORPUS_FORMAT.md)."""
+    """Tokenize a folder into a corpus dictionary (see docs/CORPUS_FORMAT.md); ``kind`` is seed or grid."""
     files = find_midi_files(folder)
     if sample is not None and sample < len(files):
         files = sorted(random.Random(seed).sample(files, sample), key=lambda p: p.relative_to(folder).as_posix())
     workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
     results: list[FileResult] = []
-    stream = tokenize_files(folder, files, workers, timeout_s, cache_dir)
+    stream = tokenize_files(folder, files, workers, timeout_s, cache_dir, kind, tracks)
     if progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -249,7 +293,8 @@ def prepare(
     return {
         "format": CORPUS_FORMAT,
         "source": str(folder.resolve()),
-        "rules": RULES,
+        "tokens": kind,
+        "rules": RULES[kind] + (f"; tracks named {tracks}" if tracks else ""),
         "files": [{"path": r.path, "sha256": r.sha256, "tokens": r.tokens} for r in results if r.tokens],
         "failures": [{"path": r.path, "reason": r.reason} for r in results if not r.tokens],
         "cached_files": sum(r.cached for r in results),
@@ -315,10 +360,24 @@ def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
     return corpus
 
 
+def corpus_tokens(corpus: dict[str, Any]) -> str:
+    """The tokenization a corpus was made with (corpora from before ``--tokens`` hold seed tokens)."""
+    kind = corpus.get("tokens", "seed")
+    if kind not in TOKENIZATIONS:
+        raise LofiError(f"unknown tokenization {kind!r} in corpus {corpus.get('source', '')}")
+    return kind
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder searched for *.mid/*.midi files")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="CORPUS",
                         help="corpus file to write (.json, or .json.gz for gzip)")
+    parser.add_argument("--tokens", choices=TOKENIZATIONS, default=DEFAULT_TOKENS,
+                        help="grid: one token per 0.5 beat with hold and rest (default, mido); "
+                        "seed: the seed article's onset tokens (music21, exact)")
+    parser.add_argument("--tracks", metavar="GLOB",
+                        help="grid tokens: read only the tracks whose name matches GLOB (case-insensitive), "
+                        "e.g. PIANO for POP909's accompaniment")
     parser.add_argument("--sample", type=int, metavar="N", help="tokenize only N files drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--workers", type=int, metavar="N", help="parser processes (default: all cores)")
@@ -334,12 +393,16 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError(f"--sample must be at least 1, not {args.sample}")
     if args.timeout <= 0:
         raise LofiError(f"--timeout must be positive, not {args.timeout:g}")
+    if args.tracks is not None and args.tokens != "grid":
+        raise LofiError("--tracks works with --tokens grid (the seed rules read the first instrument part)")
+    if args.tokens == "seed":
+        require("music21")  # the seed rules are music21's; grid tokens need only mido
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     corpus = prepare(args.data_dir, args.sample, args.seed, args.workers, args.timeout, cache,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(), kind=args.tokens, tracks=args.tracks)
     save_corpus(corpus, args.output)
     tokens = sum(len(f["tokens"]) for f in corpus["files"])
-    print(f"{args.output}: {len(corpus['files'])} files, {tokens} tokens "
+    print(f"{args.output}: {len(corpus['files'])} files, {tokens} {args.tokens} tokens "
           f"({corpus['cached_files']} from cache), {len(corpus['failures'])} failed")
     for failure in corpus["failures"]:
         print(f"  failed: {failure['path']}: {failure['reason']}")

@@ -1,22 +1,25 @@
-"""``lofi-train export``: a run's checkpoint -> ``NAME.onnx`` + ``NAME.step.onnx`` + ``NAME.json``.
+"""``lofi-train export``: a run's checkpoint -> ``NAME.onnx`` (+ ``NAME.step.onnx``) + ``NAME.json``.
 
-Follows docs/MODEL_FORMAT.md. Both graphs are traced from the same Keras layers with
-``tf2onnx.convert.from_function`` (``from_keras`` fails on Keras 3):
+Follows docs/MODEL_FORMAT.md, whose fields :mod:`lofi_live.model_format` builds and checks. Both graphs
+are traced from the same Keras layers with ``tf2onnx.convert.from_function`` (``from_keras`` fails on
+Keras 3):
 
-* the window graph calls the model on ``tokens`` (a ``*-seq`` model's output is cut to its last
-  position, so every preset's window graph gives ``probs [N, V]``);
-* the step graph runs one token through the same layers, calling each LSTM layer's cell on the
-  given ``h{k}``/``c{k}`` states, so the runtime decides in O(1) per step instead of re-reading the
-  window.
+* the window graph calls the model on ``tokens`` of any length from 1 to the window (a context shorter
+  than the window is read as it is, from zero state: docs/MODEL_FORMAT.md, "Short contexts"); a
+  sequence model's output is cut to its last position, so every preset's window graph gives
+  ``probs [N, V]``;
+* the step graph (plain Sequential LSTM stacks only) runs one token through the same layers, calling
+  each LSTM layer's cell on the given ``h{k}``/``c{k}`` states, so the runtime decides in O(1) per step
+  instead of re-reading the context.
 
-Nothing is written until both checks pass: ONNX Runtime against Keras on real training windows,
-and the step graph fed each window token by token from zero states against the window graph.
+Nothing is written until both checks pass on every context length from 1 to the window (the prefixes
+of the run's seed windows): ONNX Runtime's window graph against Keras, and the step graph fed each
+context token by token from zero states against the window graph.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,9 +27,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lofi_live import model_format
 from lofi_live.errors import LofiError
 from lofi_live.loop_cache import LoopCache
-from lofi_live.tokens import GRID_BEATS
+from lofi_live.model_format import Graph, encode_inputs, state_names, state_output
 from training.fit import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
 from training.presets import last_position
 
@@ -34,11 +38,13 @@ PARITY_TOLERANCE = 1e-4
 OPSET = 17
 
 
-def encode_inputs(indices: np.ndarray, encoding: str, vocab: int) -> np.ndarray:
-    """Token indices ``[N, T]`` -> the graph's input: int32 as is, or float ``i / V`` with a trailing axis."""
-    if encoding == "index":
-        return indices.astype(np.int32)
-    return (indices.astype(np.float32) / np.float32(vocab))[..., None]
+#: Layers a step graph can be rebuilt from (each applies to one time step on its own, or is an LSTM cell).
+STEP_LAYERS = frozenset({"InputLayer", "Embedding", "LSTM", "Dense", "Dropout"})
+
+
+def has_step_form(model: Any) -> bool:
+    """Whether the model is a plain stack the step graph can follow (no layer reads the whole context)."""
+    return type(model).__name__ == "Sequential" and all(type(layer).__name__ in STEP_LAYERS for layer in model.layers)
 
 
 def lstm_units(model: Any) -> list[int]:
@@ -96,10 +102,9 @@ def bind_graph(graph: bytes, vocabulary: Sequence[str], window: int) -> bytes:
     """
     import onnx
 
-    from lofi_live.model import META_VOCABULARY, META_WINDOW, vocabulary_digest
-
     proto = onnx.load_from_string(graph)
-    onnx.helper.set_model_props(proto, {META_VOCABULARY: vocabulary_digest(vocabulary), META_WINDOW: str(window)})
+    onnx.helper.set_model_props(proto, {model_format.META_VOCABULARY: model_format.vocabulary_digest(vocabulary),
+                                        model_format.META_WINDOW: str(window)})
     return proto.SerializeToString()
 
 
@@ -110,20 +115,32 @@ def session(graph: bytes) -> Any:
 
 
 def run_steps(step: Any, inputs: np.ndarray, units: Sequence[int]) -> np.ndarray:
-    """Feed ``[N, T, ...]`` inputs to the step graph one token at a time from zero states; last probs."""
-    count = inputs.shape[0]
-    states = {}
-    for k, size in enumerate(units):
-        states[f"h{k}"] = np.zeros((count, size), np.float32)
-        states[f"c{k}"] = np.zeros((count, size), np.float32)
-    names = ["probs"] + [f"{s}{k}_out" for k in range(len(units)) for s in ("h", "c")]
-    probs = None
+    """Feed ``[N, T, ...]`` inputs to the step graph one token at a time from zero states.
+
+    Returns the probabilities after every token, ``[N, T, V]``: entry ``t`` is the step graph's answer
+    to the context of the first ``t + 1`` tokens.
+    """
+    states = {name: np.zeros((inputs.shape[0], size), np.float32) for name, size in state_names(units)}
+    names = [model_format.OUTPUT] + [state_output(name) for name in states]
+    probs = []
     for t in range(inputs.shape[1]):
-        results = step.run(names, {"token": inputs[:, t:t + 1], **states})
-        probs = results[0]
-        for k in range(len(units)):
-            states[f"h{k}"], states[f"c{k}"] = results[1 + 2 * k], results[2 + 2 * k]
-    return probs
+        results = step.run(names, {model_format.STEP_INPUT: np.ascontiguousarray(inputs[:, t:t + 1]), **states})
+        probs.append(results[0])
+        states = dict(zip(states, results[1:]))
+    return np.stack(probs, axis=1)
+
+
+def window_parity(model: Any, window_graph: Any, inputs: np.ndarray) -> tuple[np.ndarray, float]:
+    """The window graph on every context length 1..T of ``inputs`` ``[N, T, ...]``: (its probabilities
+    ``[N, T, V]``, entry ``t`` for the first ``t + 1`` tokens; the largest difference from Keras)."""
+    found, worst = [], 0.0
+    for length in range(1, inputs.shape[1] + 1):
+        context = inputs[:, :length]
+        probs = window_graph.run([model_format.OUTPUT], {model_format.WINDOW_INPUT: context})[0]
+        expected = np.asarray(last_position(model, model(context, training=False)))
+        worst = max(worst, float(np.abs(probs - expected).max()))
+        found.append(probs)
+    return np.stack(found, axis=1), worst
 
 
 def output_stem(path: Path) -> Path:
@@ -132,9 +149,9 @@ def output_stem(path: Path) -> Path:
 
 
 def metrics_for(history: Sequence[dict[str, float]], epoch: int | None) -> dict[str, float]:
-    """The history row of the checkpoint's epoch (1-based), or the last row."""
+    """The history row of the checkpoint's epoch (both count from 1), or the last row."""
     last = history[-1] if history else {}
-    row = next((r for r in history if epoch is not None and int(r["epoch"]) + 1 == epoch), last)
+    row = next((r for r in history if epoch is not None and int(r["epoch"]) == epoch), last)
     metrics = {k: v for k, v in row.items() if k != "epoch"}
     metrics["epochs"] = epoch if epoch is not None else len(history)
     return metrics
@@ -145,13 +162,21 @@ def export(
 ) -> dict[str, Any]:
     """Export, check and write the model; returns the JSON description written.
 
-    ``loop_cache`` is recorded in the JSON and mixed in by the runtime (lofi_live.loop_cache).
+    The run and the checkpoint are checked before TensorFlow is imported, so a bad argument is named
+    even where the ``[train]`` extra is missing. ``loop_cache`` is recorded in the JSON and mixed in by
+    the runtime (lofi_live.loop_cache).
     """
-    from training.tfsetup import quiet_keras
+    from training.tfsetup import quiet_keras, require
 
     run = load_run(run_dir)
     source = checkpoint or best_checkpoint(run_dir)
+    if not source.is_file():
+        raise LofiError(f"{source}: no such checkpoint file")
+    windows = np.asarray(run.get("seed_windows") or [], dtype=np.int64)
+    if windows.size == 0:
+        raise LofiError(f"{run_dir / 'run.json'}: holds no seed_windows to check the export on")
     keras = quiet_keras()
+    require("tf2onnx", "onnx")
     import tensorflow as tf
     import tf2onnx
 
@@ -164,58 +189,49 @@ def export(
     units = lstm_units(model)
     dtype = tf.int32 if encoding == "index" else tf.float32
     tail = [] if encoding == "index" else [1]
+    # any context length up to the window: a short context is read as it is (docs/MODEL_FORMAT.md)
     window_graph = convert(
         lambda tokens: [last_position(model, model(tokens, training=False))],
-        [tf.TensorSpec([None, window, *tail], dtype, name="tokens")], ["probs"])
-    state_specs = [tf.TensorSpec([None, n], tf.float32, name=f"{s}{k}")
-                   for k, n in enumerate(units) for s in ("h", "c")]
-    step_graph = convert(
-        step_function(model),
-        [tf.TensorSpec([None, 1, *tail], dtype, name="token"), *state_specs],
-        ["probs"] + [f"{s}{k}_out" for k in range(len(units)) for s in ("h", "c")])
+        [tf.TensorSpec([None, None, *tail], dtype, name=model_format.WINDOW_INPUT)], [model_format.OUTPUT])
+    step_graph = None
+    if has_step_form(model):
+        states = state_names(units)
+        step_graph = convert(
+            step_function(model),
+            [tf.TensorSpec([None, 1, *tail], dtype, name=model_format.STEP_INPUT),
+             *(tf.TensorSpec([None, size], tf.float32, name=name) for name, size in states)],
+            [model_format.OUTPUT] + [state_output(name) for name, _ in states])
 
-    windows = np.asarray(run.get("seed_windows") or [], dtype=np.int64)
-    if windows.size == 0:
-        raise LofiError(f"{run_dir / 'run.json'}: holds no seed_windows to check the export on")
     inputs = encode_inputs(windows, encoding, vocab)
-    expected = np.asarray(last_position(model, model(inputs, training=False)))
-    window_probs = session(window_graph).run(["probs"], {"tokens": inputs})[0]
-    parity = float(np.abs(window_probs - expected).max())
-    step_probs = run_steps(session(step_graph), inputs, units)
-    step_parity = float(np.abs(step_probs - window_probs).max())
-    print(f"parity: ONNX window graph vs Keras max abs diff {parity:.3g}; "
-          f"step graph ({window} tokens from zero state) vs window graph {step_parity:.3g} ({len(windows)} windows)")
+    window_probs, parity = window_parity(model, session(window_graph), inputs)
+    step_parity = 0.0
+    if step_graph is not None:
+        step_parity = float(np.abs(run_steps(session(step_graph), inputs, units) - window_probs).max())
+    print(f"parity over contexts of 1..{window} tokens ({len(windows)} seed windows): ONNX window graph vs "
+          f"Keras max abs diff {parity:.3g}; "
+          + (f"step graph (each context from zero state) vs window graph {step_parity:.3g}"
+             if step_graph is not None else "no step graph (the model reads its whole context)"))
     if parity > PARITY_TOLERANCE or step_parity > PARITY_TOLERANCE:
         raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
                         f"tolerance {PARITY_TOLERANCE:g}); nothing written")
 
-    window_graph = bind_graph(window_graph, vocabulary, window)
-    step_graph = bind_graph(step_graph, vocabulary, window)
     stem = output_stem(target)
     name = stem.name
+    window_graph = bind_graph(window_graph, vocabulary, window)
+    files = {".onnx": window_graph}
+    step_entry = None
+    if step_graph is not None:
+        step_graph = bind_graph(step_graph, vocabulary, window)
+        files[".step.onnx"] = step_graph
+        step_entry = Graph.of(f"{name}.step.onnx", step_graph, units)
     metrics = metrics_for(read_history(run_dir), checkpoint_epoch(source))
     metrics.update(parity_max_abs_diff=parity, step_parity_max_abs_diff=step_parity)
-    description = {
-        "format": 1,
-        "name": name,
-        "preset": run["preset"],
-        "window": window,
-        "grid_beats": GRID_BEATS,
-        "input_encoding": encoding,
-        "vocabulary": vocabulary,
-        "graphs": {
-            "window": {"file": f"{name}.onnx", "sha256": hashlib.sha256(window_graph).hexdigest(),
-                       "input": "tokens", "output": "probs"},
-            "step": {"file": f"{name}.step.onnx", "sha256": hashlib.sha256(step_graph).hexdigest(),
-                     "input": "token", "output": "probs",
-                     "states": [[f"{s}{k}", n] for k, n in enumerate(units) for s in ("h", "c")]},
-        },
-        "seed_windows": windows.tolist(),
-        "loop_cache": {"weight": loop_cache.weight, "decay": loop_cache.decay},
-        "baselines": run["baselines"],
-        "data": run["data"],
-        "metrics": metrics,
-        "training": {
+    description = model_format.describe(
+        name=name, preset=run["preset"], window=window, tokens=run.get("tokens", "seed"), encoding=encoding,
+        vocabulary=vocabulary, window_graph=Graph.of(f"{name}.onnx", window_graph), step_graph=step_entry,
+        seed_windows=windows.tolist(), loop_cache=loop_cache, baselines=run["baselines"], data=run["data"],
+        metrics=metrics,
+        training={
             "command": run["command"],
             "checkpoint": source.name,
             "run": str(run_dir.resolve()),
@@ -224,9 +240,13 @@ def export(
             "tf2onnx": tf2onnx.__version__,
             "opset": OPSET,
         },
-    }
-    _write_files(stem, {".onnx": window_graph, ".step.onnx": step_graph,
-                        ".json": json.dumps(description, indent=1).encode()})
+    )
+    # the runtime's own check of the fields, before anything is written
+    model_format.check(description, Path(f"{stem}.json"))
+    stale = Path(f"{stem}.step.onnx")
+    if step_graph is None and stale.exists():
+        stale.unlink()  # a step graph of an earlier export under this name no longer belongs to the JSON
+    _write_files(stem, {**files, ".json": json.dumps(description, indent=1).encode()})
     return description
 
 
@@ -247,7 +267,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, metavar="FILE",
                         help="checkpoint to export (default: the run's best, its last improvement)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="exported_models/NAME",
-                        help="writes NAME.onnx, NAME.step.onnx and NAME.json")
+                        help="writes NAME.onnx, NAME.json and, for a plain LSTM stack, NAME.step.onnx")
     parser.add_argument("--loop-cache", type=float, default=0.0, metavar="WEIGHT",
                         help="mix this share of the loop cache into the network's predictions at run time "
                         "(0 = network alone, the default; see lofi_live/loop_cache.py)")
@@ -260,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError(f"--loop-cache {args.loop_cache} must be in [0, 1) and --loop-decay {args.loop_decay} in (0, 1]")
     description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay))
     stem = output_stem(args.output)
-    print(f"{stem}.json: {description['preset']} model, vocabulary {len(description['vocabulary'])}, "
-          f"window {description['window']}, graphs {stem.name}.onnx and {stem.name}.step.onnx")
+    graphs = " and ".join(g["file"] for g in description["graphs"].values())
+    print(f"{stem}.json: {description['preset']} model on {description['tokens']} tokens, "
+          f"vocabulary {len(description['vocabulary'])}, window {description['window']}, graphs {graphs}")
     return 0

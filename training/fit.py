@@ -9,10 +9,13 @@ A run directory holds everything the later steps need, so export and sweep never
   seed's naming; validation loss decides "improving" when there is a validation set; for the
   ``*-seq`` presets the loss of the last window position, ``val_last_loss``, decides);
 * ``last.keras``: the latest epoch with its optimizer state, used to resume;
-* ``history.csv`` and ``curves.png``: loss and accuracy per epoch, training vs validation.
+* ``history.csv`` and ``curves.png``: loss and accuracy per epoch, training vs validation; epochs
+  count from 1, as in the checkpoint names.
 
-Running ``fit`` again on a run directory resumes it up to ``--epochs`` with the run's own data
-options. ``--init-from`` fine-tunes another run's weights (same preset and vocabulary, e.g. a
+Running ``fit`` again on a run directory resumes it up to ``--epochs`` with the run's own corpora and
+data and model options: an option this command sets to another value than the run's is refused
+(one line naming each), and a run option this command leaves at its default is kept and named.
+``--init-from`` fine-tunes another run's weights (same preset and vocabulary, e.g. a
 model pre-trained on POP909 fine-tuned on LoFi loops); ``--vocab-from`` / ``--vocab-corpus`` share
 one vocabulary between such runs.
 """
@@ -32,8 +35,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from lofi_live.errors import LofiError
+from lofi_live.model_format import encode_inputs
 from training import sequences
-from training.corpus import load_corpus
+from training.corpus import corpus_tokens, load_corpus
 from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, custom_objects, get_preset
 
 RUN_FORMAT = 1
@@ -96,17 +100,41 @@ def load_model(path: Path, compile: bool = False) -> Any:
         raise LofiError(f"{path}: cannot load Keras checkpoint ({str(error).splitlines()[0][:200]})") from None
 
 
+def _history_rows(file: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``history.csv``'s header and rows as text; a file whose epochs count from 0 (written before they
+    counted from 1, as the checkpoint names do) is read renumbered from 1."""
+    try:
+        with file.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except (OSError, csv.Error) as error:
+        raise LofiError(f"{file}: cannot be read ({error})") from None
+    if rows and _number(rows[0].get("epoch")) == 0:
+        rows = [{**row, "epoch": str(int(float(row["epoch"])) + 1)} for row in rows]
+    return header, rows
+
+
 def read_history(run_dir: Path) -> list[dict[str, float]]:
-    """``history.csv`` as a list of rows (numbers), empty when there is none yet."""
+    """``history.csv`` as a list of rows (numbers, epochs from 1), empty when there is none yet."""
     file = run_dir / "history.csv"
     if not file.exists():
         return []
-    try:
-        with file.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, csv.Error) as error:
-        raise LofiError(f"{file}: cannot be read ({error})") from None
-    return [{k: _number(v) for k, v in row.items() if _number(v) is not None} for row in rows]
+    return [{k: _number(v) for k, v in row.items() if _number(v) is not None} for row in _history_rows(file)[1]]
+
+
+def renumber_history(run_dir: Path) -> None:
+    """Rewrite a ``history.csv`` whose epochs count from 0 with epochs from 1, before a resume appends to it."""
+    file = run_dir / "history.csv"
+    if not file.exists():
+        return
+    header, rows = _history_rows(file)
+    temporary = file.with_name(file.name + ".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, file)
 
 
 def _number(text: str | None) -> float | None:
@@ -129,7 +157,7 @@ def plot_curves(history: Sequence[dict[str, float]], target: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [int(row["epoch"]) + 1 for row in history]
+    epochs = [int(row["epoch"]) for row in history]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         series = ((metric, "training", "-"), (f"val_{metric}", "validation", "-"),
@@ -169,6 +197,9 @@ def build_data(
     """Corpora -> (run.json data fields, train windows, validation windows) under the given options."""
     paths = [Path(p) for p in options["corpora"]]
     corpora = [load_corpus(p) for p in paths]
+    kinds = {corpus_tokens(c) for c in corpora}
+    if len(kinds) > 1:
+        raise LofiError(f"the corpora mix tokenizations ({', '.join(sorted(kinds))}): prepare them all with one --tokens")
     labels = [_corpus_label(p) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [str(p) for p in paths]
@@ -176,6 +207,8 @@ def build_data(
     train, val = sequences.split_by_file(files, options["val_fraction"], options["val_files"], options["seed"])
     if options.get("loop_short"):
         train, val = sequences.loop_short(train, options["window"]), sequences.loop_short(val, options["window"])
+    if int(options.get("loop_times") or 1) > 1:
+        train = sequences.loop_files(train, int(options["loop_times"]))
     train_aug = sequences.augment(train, options["transpose"])
     if vocabulary is None:
         extra: list[sequences.TokenFile] = []
@@ -187,13 +220,15 @@ def build_data(
     stride = int(options.get("stride") or 1)
     train_windows = sequences.make_windows(train_aug, vocabulary, window, stride)
     if not len(train_windows):
-        raise LofiError(f"no training file has more than {window} tokens: lower --window or add files")
+        raise LofiError(f"no training file has more than {window} tokens: lower --window, add files "
+                        "or repeat short files with --loop-short")
     if options["oversample"]:
         train_windows = sequences.oversample(train_windows, options["oversample"])
     val_windows = sequences.make_windows(val, vocabulary, window)
     plain = sequences.make_windows(train, vocabulary, window)
     picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
     fields = {
+        "tokens": kinds.pop(),
         "vocabulary": vocabulary,
         "data": {
             "corpus": ", ".join(str(p) for p in paths),
@@ -208,13 +243,15 @@ def build_data(
             "transpose": options["transpose"],
             "oversample": options["oversample"],
             "loop_short": bool(options.get("loop_short")),
+            "loop_times": int(options.get("loop_times") or 1),
             "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
+            # a file of at most `window` tokens gives no window (--loop-short repeats it until it does)
+            "train_files_without_window": sum(1 for f in train if len(f.tokens) <= window),
+            "validation_files_without_window": sum(1 for f in val if len(f.tokens) <= window),
         },
         "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
-        "baselines": {
-            "unigram_counts": sequences.unigram_counts(train, vocabulary),
-            "bigram_next": sequences.bigram_next(train, vocabulary),
-        },
+        # fitted on the training tokens as trained on (in all 12 keys with --transpose)
+        "baselines": sequences.baselines(train_aug, vocabulary),
     }
     return fields, train_windows, val_windows
 
@@ -225,25 +262,25 @@ def make_dataset(
 ) -> Any:
     """A tf.data pipeline cutting windows out of the flat index array batch by batch.
 
-    Targets are ``[N]`` (the token after the window), or ``[N, window]`` with ``sequence`` (the next
-    token at every position, ``ids[s+1 : s+window+1]``).
+    Inputs are the graph's encoding of the tokens (:func:`lofi_live.model_format.encode_inputs`, the
+    function the runtime feeds the exported graphs with). Targets are ``[N]`` (the token after the
+    window), or ``[N, window]`` with ``sequence`` (the next token at every position, ``ids[s+1 : s+window+1]``).
     """
     import tensorflow as tf
 
     ids = tf.constant(windows.ids)
+    encoded = tf.constant(encode_inputs(windows.ids, encoding, vocab))
     offsets = tf.range(windows.window, dtype=tf.int64)
     data = tf.data.Dataset.from_tensor_slices(windows.starts)
     if shuffle:
         data = data.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
 
     def cut(starts: Any) -> tuple[Any, Any]:
-        inputs = tf.gather(ids, starts[:, None] + offsets[None, :])
+        inputs = tf.gather(encoded, starts[:, None] + offsets[None, :])
         if sequence:
             targets = tf.gather(ids, starts[:, None] + 1 + offsets[None, :])
         else:
             targets = tf.gather(ids, starts + windows.window)
-        if encoding == "scaled":
-            inputs = tf.cast(inputs, tf.float32)[..., None] / float(vocab)
         return inputs, targets
 
     return data.batch(batch_size).map(cut).prefetch(2)
@@ -266,6 +303,8 @@ def new_options(args: argparse.Namespace) -> dict[str, Any]:
         "transpose": args.transpose,
         "oversample": args.oversample,
         "loop_short": args.loop_short,
+        "loop_times": args.loop_times,
+        "learning_rate": args.learning_rate,
         "val_fraction": args.val_fraction,
         "val_files": args.val_files,
         "seed": args.seed,
@@ -284,6 +323,82 @@ def default_stride(preset: str, window: int) -> int:
     of the steps per epoch.
     """
     return max(1, window // 2) if preset in SEQUENCE_PRESETS else 1
+
+
+#: run.json options that name files (compared as absolute paths)
+_PATH_OPTIONS = frozenset({"corpora", "vocab_corpora", "init_from", "vocab_from"})
+
+
+def _option_flag(key: str) -> tuple[str, str]:
+    """A run.json option -> (the argparse destination, the ``fit`` flag) that sets it."""
+    dest = "vocab_corpus" if key == "vocab_corpora" else key
+    return dest, "--" + dest.replace("_", "-")
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """An option's value as a resume compares it: paths absolute, one ``--val-files`` glob as a list."""
+    if key in _PATH_OPTIONS and value is not None:
+        return [str(Path(v).resolve()) for v in value] if isinstance(value, list) else str(Path(value).resolve())
+    if key == "val_files" and isinstance(value, str):
+        return [value]
+    return value
+
+
+def _shown(flag: str, value: Any) -> str:
+    """An option as it reads on the command line: ``--transpose``, ``no --oversample``, ``--window 32``."""
+    if value is True:
+        return flag
+    if value is False or value is None or value == []:
+        return f"no {flag}"
+    if isinstance(value, list):
+        return " ".join(f"{flag} {v}" for v in value)
+    return f"{flag} {value}"
+
+
+def resume_options(stored: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Check a command against the run folder it resumes; returns the run's options it keeps (shown as flags).
+
+    A resume trains on the run's own corpora with its own data and model options, so a command that names
+    other corpora, or sets an option to another value than the run's, is refused with one line naming
+    each difference. An option the command leaves at its default is the run's: those are returned, to be
+    said. (``--epochs``, ``--batch-size`` and ``--epoch-windows`` are this command's and never compared.)
+    """
+    run_dir: Path = args.output
+    had = stored["options"]
+    corpora = stored.get("data", {}).get("corpora") or had["corpora"]
+    if _comparable("corpora", [str(p) for p in args.corpora]) != _comparable("corpora", corpora):
+        raise LofiError(f"{run_dir}: this run trains on {', '.join(had['corpora'])}, not "
+                        f"{', '.join(str(p) for p in args.corpora)}: give its corpora to resume it, choose another "
+                        f"-o, or fine-tune it on other data with --init-from {run_dir}")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    conflicts: list[str] = []
+    kept: list[str] = []
+    for key, value in new_options(args).items():
+        if key == "corpora":
+            continue
+        dest, flag = _option_flag(key)
+        default = parser.get_default(dest)
+        before = had.get(key, default)
+        if _comparable(key, value) == _comparable(key, before):
+            continue
+        if getattr(args, dest) != default:
+            conflicts.append(f"{_shown(flag, value)} (the run has {_shown(flag, before)})")
+        else:
+            kept.append(_shown(flag, before))
+    if conflicts:
+        raise LofiError(f"{run_dir}: this command asks for {'; '.join(conflicts)}: a resume keeps the run's options, "
+                        "so repeat them (or leave them out), or choose another -o for a new run")
+    return kept
+
+
+def check_same_data(stored: dict[str, Any], fields: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run's corpora still hold what they held when it began (same files and token counts)."""
+    before, now = stored.get("data", {}), fields["data"]
+    if any(key in before and before[key] != now[key] for key in ("files", "tokens")):
+        raise LofiError(f"{run_dir}: its corpora changed since the run began ({before.get('files')} files and "
+                        f"{before.get('tokens')} tokens then, {now['files']} and {now['tokens']} now): choose "
+                        f"another -o for a new run, or fine-tune this one with --init-from {run_dir}")
 
 
 def shared_vocabulary(vocab_from: Path | None, init_from: Path | None) -> list[str] | None:
@@ -322,24 +437,39 @@ def fine_tuning_start(source: Path, preset: str, window: int) -> Any:
 
 
 def fit(args: argparse.Namespace) -> int:
-    """Start, resume or fine-tune a run (see the module docstring)."""
-    from training.tfsetup import quiet_keras
+    """Start, resume or fine-tune a run (see the module docstring).
+
+    The command, the run folder and the data are checked before TensorFlow is imported, so they are
+    named even where the ``[train]`` extra is missing.
+    """
+    from training.tfsetup import quiet_keras, require
 
     run_dir: Path = args.output
     stored = load_run(run_dir) if (run_dir / "run.json").exists() else None
     resume = stored is not None and (run_dir / "last.keras").exists()
     if stored is not None:
+        kept = resume_options(stored, args)
         options, vocabulary = stored["options"], stored["vocabulary"]
-        print(f"{run_dir}: {'resuming' if resume else 'restarting'} the run at epoch "
-              f"{stored['epochs_done'] if resume else 0} with its own data options")
+        print(f"{run_dir}: " + (f"resuming the run after epoch {stored['epochs_done']}" if resume
+                                else "restarting the run (no epoch was saved)")
+              + " on its own corpora and options" + (f" (kept from the run: {', '.join(kept)})" if kept else ""))
     else:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise LofiError(f"{run_dir}: folder exists and is not a run (no run.json): choose another -o")
         options = new_options(args)
         vocabulary = shared_vocabulary(args.vocab_from, args.init_from)
     fields, train_windows, val_windows = build_data(options, vocabulary)
+    if stored is not None:
+        check_same_data(stored, fields, run_dir)
+    data = fields["data"]
+    if data["train_files_without_window"] or data["validation_files_without_window"]:
+        print(f"{run_dir}: {data['train_files_without_window']} of {data['train_files']} training files and "
+              f"{data['validation_files_without_window']} of {len(data['validation_files'])} validation files have "
+              f"at most {options['window']} tokens and give no window"
+              + ("" if options.get("loop_short") else " (--loop-short repeats them until they do)"))
     preset = get_preset(options["preset"])
     keras = quiet_keras(options["seed"])
+    require("matplotlib")  # curves.png, drawn when training ends: a missing one must not cost the run
     vocab = len(fields["vocabulary"])
     epochs_done = int(stored["epochs_done"]) if resume else 0
     if resume:
@@ -349,6 +479,9 @@ def fit(args: argparse.Namespace) -> int:
         print(f"{run_dir}: fine-tuning from {options['init_from']}")
     else:
         model = preset.build(vocab, options["window"])
+    if not resume and options.get("learning_rate"):
+        compile_model(model, "seed" if preset.name == "seed" else "adam", sequence=preset.sequence,
+                      learning_rate=options["learning_rate"])
     run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "format": RUN_FORMAT,
@@ -381,6 +514,7 @@ def fit(args: argparse.Namespace) -> int:
     # Sequence presets keep the checkpoint whose last window position (what the live engine
     # predicts from) scores best: their all-position loss mostly rates predictions from short context.
     monitor = ("val_" if val_data is not None else "") + ("last_loss" if preset.sequence else "loss")
+    renumber_history(run_dir)  # a run begun when history.csv counted epochs from 0 goes on counting from 1
     history = read_history(run_dir)
     best = min((row[monitor] for row in history if monitor in row), default=None)
     print(f"{run_dir}: {preset.name} preset, vocabulary {vocab}, {len(train_windows)} training windows "
@@ -391,7 +525,7 @@ def fit(args: argparse.Namespace) -> int:
             str(run_dir / "weights-improvement-{epoch:02d}-{loss:.4f}.keras"), monitor=monitor, mode="min",
             save_best_only=True, initial_value_threshold=best,
         ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        _History(run_dir / "history.csv", keras),
         _EpochEnd(run_dir, run, keras),
     ]
     model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=epochs_done,
@@ -406,6 +540,16 @@ def _tf_version() -> str:
     import tensorflow as tf
 
     return tf.__version__
+
+
+def _History(file: Path, keras: Any) -> Any:
+    """Keras's CSVLogger, appending, with epochs counted from 1 as the checkpoint names count them."""
+
+    class History(keras.callbacks.CSVLogger):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            super().on_epoch_end(epoch + 1, logs)
+
+    return History(str(file), append=True)
 
 
 def _EpochEnd(run_dir: Path, run: dict[str, Any], keras: Any) -> Any:
@@ -439,12 +583,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transpose", action="store_true", help="add every training file in all 12 keys (-5..+6)")
     parser.add_argument("--loop-short", action="store_true",
                         help="repeat files shorter than a window (e.g. 1-bar loops) until they give windows")
+    parser.add_argument("--loop-times", type=int, default=1, metavar="K",
+                        help="play every training file K times in a row, padded to whole bars (loop corpora: "
+                        "teaches carrying a loop on; default 1)")
     parser.add_argument("--oversample", type=int, metavar="MAX_CLASS",
                         help="repeat windows of next tokens seen fewer than MAX_CLASS times up to MAX_CLASS")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="share of files held out for validation, chosen by a hash of their path (default 0.1)")
-    parser.add_argument("--val-files", metavar="GLOB", help="hold out the files whose corpus path matches GLOB instead "
-                        "(with several corpora the path reads NAME:path, NAME = corpus file name without .json)")
+    parser.add_argument("--val-files", metavar="GLOB", action="append",
+                        help="hold out the files whose corpus path matches GLOB instead (repeatable: any GLOB; "
+                        "with several corpora the path reads NAME:path, NAME = corpus file name without .json)")
     parser.add_argument("--min-count", type=int, default=1,
                         help="keep tokens seen this often; rarer ones become their nearest kept token (default 1)")
     parser.add_argument("--vocab-corpus", type=Path, action="append", default=[], metavar="CORPUS",
@@ -452,13 +600,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-from", type=Path, metavar="RUN_DIR", help="use the vocabulary of another run")
     parser.add_argument("--init-from", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
                         help="fine-tune: start from another run's best checkpoint (or this .keras file)")
+    parser.add_argument("--learning-rate", type=float, metavar="LR",
+                        help="optimizer step size (default: the preset's, Adam 2e-3); e.g. 5e-4 to fine-tune")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, shuffling and weights")
 
 
 def run(args: argparse.Namespace) -> int:
-    optional = (args.batch_size, args.epoch_windows, args.stride)
+    optional = (args.batch_size, args.epoch_windows, args.stride, args.loop_times)
     if args.epochs < 1 or args.window < 1 or any(v is not None and v < 1 for v in optional):
-        raise LofiError("--epochs, --window, --batch-size, --epoch-windows and --stride must be at least 1")
+        raise LofiError("--epochs, --window, --batch-size, --epoch-windows, --stride and --loop-times must be at least 1")
+    if args.learning_rate is not None and not 0 < args.learning_rate < 1:
+        raise LofiError(f"--learning-rate must be in (0, 1), not {args.learning_rate:g}")
     if not 0 <= args.val_fraction < 1:
         raise LofiError(f"--val-fraction must be in [0, 1), not {args.val_fraction:g}")
     for source in filter(None, (args.init_from, args.vocab_from)):

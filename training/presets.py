@@ -1,7 +1,9 @@
 """The Keras models: ``seed`` (the seed article's network, as it was) and smaller, faster presets.
 
-Every preset is a Sequential stack of Embedding / LSTM / Dense / Dropout layers only, so the export
+The Sequential presets are stacks of Embedding / LSTM / Dense / Dropout layers only, so the export
 can rebuild a one-step graph from the same layers (an LSTM's cell, a Dense applied per step).
+``lstm-attention`` adds a causal self-attention layer that reads the whole context, so it is
+exported with a window graph only (the runtime runs it on the context every step).
 
 The ``*-seq`` presets ("sequence" presets) predict the next token at every position of the window
 while training: their last LSTM returns sequences, the Dense softmax applies per time step, the
@@ -23,10 +25,12 @@ PRESETS: dict[str, tuple[str, int, str]] = {
     "medium": ("index", 64, "Embedding 96 -> 2 x LSTM 256 with Dropout 0.2 -> softmax, adam"),
     "small-seq": ("index", 64, "as small, trained on the next token at every window position"),
     "medium-seq": ("index", 64, "as medium, trained on the next token at every window position"),
+    "lstm-attention": ("index", 64, "Embedding 96 -> LSTM 256 -> causal self-attention over the LSTM's outputs "
+                       "-> Dense 256 -> softmax at every position; copies loops from its context"),
 }
 
 #: presets whose model outputs ``[N, window, V]`` (a prediction per position)
-SEQUENCE_PRESETS = frozenset({"small-seq", "medium-seq"})
+SEQUENCE_PRESETS = frozenset({"small-seq", "medium-seq", "lstm-attention"})
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,41 @@ def _embedding_lstm(name: str, embedding: int, lstms: int, sequence: bool) -> Ca
     return build
 
 
+def _lstm_attention(vocab: int, window: int) -> Any:
+    """An LSTM whose outputs a causal self-attention layer reads back, predicting at every position.
+
+    LoFi is loop music: what comes next is most often what followed the same chord a bar ago. An
+    LSTM alone learns the training loops by heart rather than that act of copying (the network
+    alone scored like a bigram on held-out loops). One attention layer over the LSTM's outputs can
+    do it: the last position's query (the token just played) finds the position whose LSTM state
+    says "the token before me was this one" and reads what that position holds. The causal mask
+    keeps every position's prediction to its own past, so the model is trained on, and answers
+    for, every context length from 1 to the window (the input length is free in the exported graph).
+    """
+    import keras
+    from keras import layers
+
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = layers.Embedding(vocab, 96)(tokens)
+    states = layers.LSTM(256, return_sequences=True)(x)
+    states = layers.Dropout(0.1)(states)
+    recalled = layers.MultiHeadAttention(num_heads=4, key_dim=32, dropout=0.0)(states, states, use_causal_mask=True)
+    mixed = layers.Concatenate()([states, recalled])
+    mixed = layers.Dense(256, activation="relu")(mixed)
+    mixed = layers.Dropout(0.2)(mixed)
+    probs = layers.Dense(vocab, activation="softmax")(mixed)
+    model = keras.Model(tokens, probs, name="lstm_attention")
+    compile_model(model, "adam", sequence=True)
+    return model
+
+
 _BUILDERS = {
     "seed": _seed,
     "small": _embedding_lstm("small", 64, 1, sequence=False),
     "medium": _embedding_lstm("medium", 96, 2, sequence=False),
     "small-seq": _embedding_lstm("small_seq", 64, 1, sequence=True),
     "medium-seq": _embedding_lstm("medium_seq", 96, 2, sequence=True),
+    "lstm-attention": _lstm_attention,
 }
 
 
@@ -97,8 +130,11 @@ def get_preset(name: str) -> Preset:
     return Preset(name, encoding, batch_size, _BUILDERS[name])
 
 
-def compile_model(model: Any, optimizer: str, sequence: bool = False) -> None:
+def compile_model(model: Any, optimizer: str, sequence: bool = False, learning_rate: float | None = None) -> None:
     """Compile with a fresh optimizer: ``"seed"`` is the article's rmsprop, ``"adam"`` Adam at 2e-3.
+
+    ``learning_rate`` overrides the optimizer's default (a fine-tune on a few loops wants a smaller
+    step than pre-training, or it overwrites what pre-training learnt within an epoch).
 
     Sparse categorical cross-entropy on integer targets equals the seed's categorical
     cross-entropy on one-hot targets, without the one-hot matrix. A ``sequence`` model's loss and
@@ -107,7 +143,10 @@ def compile_model(model: Any, optimizer: str, sequence: bool = False) -> None:
     """
     import keras
 
-    fresh = keras.optimizers.RMSprop() if optimizer == "seed" else keras.optimizers.Adam(2e-3)
+    if optimizer == "seed":
+        fresh = keras.optimizers.RMSprop(**({"learning_rate": learning_rate} if learning_rate else {}))
+    else:
+        fresh = keras.optimizers.Adam(learning_rate or 2e-3)
     metrics: list[Any] = ["accuracy"]
     if sequence:
         metrics += [last_loss, last_accuracy]

@@ -13,12 +13,21 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from lofi_live.errors import LofiError
-from lofi_live.tokens import is_chord, nearest_token, note_to_midi, transpose_token
+from lofi_live.model_format import encode_tokens
+from lofi_live.tokens import (
+    REST,
+    RHYTHM_CLASSES,
+    is_chord,
+    is_rhythm,
+    note_to_midi,
+    rhythm_class,
+    transpose_token,
+)
 
 #: ``--transpose`` shifts: every key, moving each file at most a tritone down or a fifth up.
 TRANSPOSE_SHIFTS = tuple(range(-5, 7))
@@ -70,19 +79,20 @@ def corpus_files(corpora: Sequence[dict], labels: Sequence[str]) -> list[TokenFi
 
 
 def split_by_file(
-    files: Sequence[TokenFile], val_fraction: float = 0.1, val_glob: str | None = None, seed: int = 0
+    files: Sequence[TokenFile], val_fraction: float = 0.1, val_glob: str | Sequence[str] | None = None, seed: int = 0
 ) -> tuple[list[TokenFile], list[TokenFile]]:
     """Split whole files into (train, validation).
 
-    With ``val_glob`` the files whose name matches it are validation. Otherwise a file is validation
+    With ``val_glob`` (one glob or several) the files whose name matches one are validation. Otherwise a file is validation
     when the SHA-256 of ``"{seed}:{name}"`` falls below ``val_fraction``: stable when files are added
     or removed, and the same on every machine. With a positive fraction and at least two files, at
     least one file is held out and at least one is kept for training.
     """
-    if val_glob is not None:
-        val = [f for f in files if fnmatch.fnmatchcase(f.name, val_glob)]
+    if val_glob:
+        globs = [val_glob] if isinstance(val_glob, str) else list(val_glob)
+        val = [f for f in files if any(fnmatch.fnmatchcase(f.name, glob) for glob in globs)]
         if not val:
-            raise LofiError(f"--val-files {val_glob!r} matches none of the {len(files)} corpus files")
+            raise LofiError(f"--val-files {' '.join(globs)} matches none of the {len(files)} corpus files")
     elif val_fraction <= 0 or len(files) < 2:
         val = []
     else:
@@ -120,6 +130,8 @@ def transpose_file(tokens: Sequence[str], semitones: int) -> list[str] | None:
 def _shift(token: str, semitones: int) -> str | None:
     """One token moved, or None when it leaves the range or lands on a name that does not read back."""
     shifted = transpose_token(token, semitones)
+    if is_rhythm(token):
+        return shifted
     if shifted is None or (not is_chord(token) and note_to_midi(shifted) != note_to_midi(token) + semitones):
         return None
     return shifted
@@ -153,6 +165,23 @@ def loop_short(files: Sequence[TokenFile], window: int) -> list[TokenFile]:
     return looped
 
 
+def loop_files(files: Sequence[TokenFile], times: int, bar_steps: int = 8) -> list[TokenFile]:
+    """Every file played ``times`` in a row, each pass padded with rests to a whole bar.
+
+    For loop corpora (LoFi loops are 1-8 bars played again and again): the grid drops a loop's
+    trailing rests, so the padding puts each repeat back on its bar line. A network that sees the
+    second pass learns to carry on the loop from its context, not only the loops it was shown.
+    Seed-token files (no rests) are repeated without padding.
+    """
+    looped: list[TokenFile] = []
+    for file in files:
+        tokens = list(file.tokens)
+        if any(is_rhythm(t) for t in tokens) and len(tokens) % bar_steps:
+            tokens += [REST] * (bar_steps - len(tokens) % bar_steps)
+        looped.append(TokenFile(file.name, (tokens * times)[: len(tokens) * (times - 1) + len(file.tokens)]))
+    return looped
+
+
 def build_vocabulary(token_lists: Iterable[Sequence[str]], min_count: int = 1) -> list[str]:
     """Sorted distinct tokens seen at least ``min_count`` times (all of them by default)."""
     counts = Counter(token for tokens in token_lists for token in tokens)
@@ -162,23 +191,13 @@ def build_vocabulary(token_lists: Iterable[Sequence[str]], min_count: int = 1) -
     return vocabulary
 
 
-def encode(tokens: Sequence[str], vocabulary: Sequence[str], cache: dict[str, int]) -> np.ndarray:
-    """Token strings -> indices; an unknown token becomes its nearest vocabulary token.
-
-    ``cache`` maps token -> index and grows with the unknown tokens met, so each is resolved once.
-    """
-    out = np.empty(len(tokens), dtype=np.int32)
-    for position, token in enumerate(tokens):
-        index = cache.get(token)
-        if index is None:
-            index = cache[nearest_token(token, vocabulary)]
-            cache[token] = index
-        out[position] = index
-    return out
-
-
-def index_cache(vocabulary: Sequence[str]) -> dict[str, int]:
-    return {token: index for index, token in enumerate(vocabulary)}
+def encoder(vocabulary: Sequence[str]) -> Callable[[Sequence[str]], np.ndarray]:
+    """A function token strings -> indices under the runtime's rule
+    (:func:`lofi_live.model_format.encode_tokens`: an unknown token becomes its nearest vocabulary token,
+    a malformed one is an error), resolving each unknown token once however many files it is called on."""
+    index: dict[str, int] = {token: position for position, token in enumerate(vocabulary)}
+    resolved: dict[str, int] = {}
+    return lambda tokens: encode_tokens(tokens, vocabulary, index, resolved)
 
 
 def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: int, stride: int = 1) -> WindowSet:
@@ -188,12 +207,12 @@ def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: 
     """
     if stride < 1:
         raise LofiError(f"--stride must be at least 1, not {stride}")
-    cache = index_cache(vocabulary)
+    encode = encoder(vocabulary)
     chunks: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     offset = 0
     for file in files:
-        ids = encode(file.tokens, vocabulary, cache)
+        ids = encode(file.tokens)
         if len(ids) > window:
             local = np.arange(0, len(ids) - window, stride, dtype=np.int64)
             if local[-1] != len(ids) - window - 1:
@@ -228,20 +247,58 @@ def oversample(windows: WindowSet, max_class: int) -> WindowSet:
 
 def unigram_counts(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> list[int]:
     """How often each vocabulary token occurs in the files (unknown tokens counted as their nearest)."""
-    cache = index_cache(vocabulary)
+    encode = encoder(vocabulary)
     counts = np.zeros(len(vocabulary), dtype=np.int64)
     for file in files:
-        np.add.at(counts, encode(file.tokens, vocabulary, cache), 1)
+        np.add.at(counts, encode(file.tokens), 1)
     return [int(c) for c in counts]
+
+
+def _most_frequent_next(counts: np.ndarray) -> list[int]:
+    """Row-wise argmax of successor counts (ties to the lower index), -1 for a row never followed."""
+    best = counts.argmax(axis=1)
+    return [int(b) if counts[i, b] > 0 else -1 for i, b in enumerate(best)]
 
 
 def bigram_next(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> list[int]:
     """For each token, the most frequent next token within a file (ties to the lower index), else -1."""
-    cache = index_cache(vocabulary)
+    encode = encoder(vocabulary)
     size = len(vocabulary)
     counts = np.zeros((size, size), dtype=np.int64)
     for file in files:
-        ids = encode(file.tokens, vocabulary, cache)
+        ids = encode(file.tokens)
         np.add.at(counts, (ids[:-1], ids[1:]), 1)
-    best = counts.argmax(axis=1)
-    return [int(b) if counts[i, b] > 0 else -1 for i, b in enumerate(best)]
+    return _most_frequent_next(counts)
+
+
+def onset_bigram_next(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> list[int]:
+    """For each onset token, the most frequent next onset token within a file, holds and rests skipped."""
+    encode = encoder(vocabulary)
+    size = len(vocabulary)
+    pitched = np.array([not is_rhythm(t) for t in vocabulary])
+    counts = np.zeros((size, size), dtype=np.int64)
+    for file in files:
+        ids = encode(file.tokens)
+        onsets = ids[pitched[ids]]
+        np.add.at(counts, (onsets[:-1], onsets[1:]), 1)
+    return _most_frequent_next(counts)
+
+
+def bigram_rhythm_next(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> list[int]:
+    """For each token, the likeliest rhythm class of the next token (index into RHYTHM_CLASSES), else -1."""
+    encode = encoder(vocabulary)
+    classes = np.array([RHYTHM_CLASSES.index(rhythm_class(t)) for t in vocabulary])
+    counts = np.zeros((len(vocabulary), len(RHYTHM_CLASSES)), dtype=np.int64)
+    for file in files:
+        ids = encode(file.tokens)
+        np.add.at(counts, (ids[:-1], classes[ids[1:]]), 1)
+    return _most_frequent_next(counts)
+
+
+def baselines(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> dict[str, list[int]]:
+    """The n-gram baselines ``evaluate`` scores a model against (docs/MODEL_FORMAT.md), fitted on ``files``."""
+    found = {"unigram_counts": unigram_counts(files, vocabulary), "bigram_next": bigram_next(files, vocabulary)}
+    if any(is_rhythm(t) for t in vocabulary):
+        found["onset_bigram_next"] = onset_bigram_next(files, vocabulary)
+        found["bigram_rhythm_next"] = bigram_rhythm_next(files, vocabulary)
+    return found

@@ -3,26 +3,34 @@
 Listening to (and counting) what each epoch's weights generate shows when a model stops looping on
 one chord and when it starts to copy its training data, which the loss alone does not say. Every
 checkpoint continues the same seed window by argmax, as the seed did, so rows compare like with like.
+A checkpoint takes seconds to minutes (one Keras call per token), so each one is announced before it
+starts, and on a terminal a bar counts its tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from lofi_live.errors import LofiError
 from lofi_live.generate import longest_run, write_tokens_midi
-from training.export import encode_inputs
+from lofi_live.model_format import encode_inputs
 from training.fit import checkpoints, load_model, load_run
 from training.presets import last_position
 
 
-def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, vocab: int) -> list[int]:
-    """The seed's generate loop: predict the next token from the last window, append it, slide."""
+def continue_argmax(
+    model: Any, seed: Sequence[int], steps: int, encoding: str, vocab: int, on_token: Callable[[], None] = lambda: None
+) -> list[int]:
+    """The seed's generate loop: predict the next token from the last window, append it, slide.
+
+    ``on_token`` is called after each token (progress).
+    """
     window = list(seed)
     out: list[int] = []
     for _ in range(steps):
@@ -30,11 +38,26 @@ def continue_argmax(model: Any, seed: Sequence[int], steps: int, encoding: str, 
         index = int(np.argmax(np.asarray(last_position(model, model(inputs, training=False)))[0]))
         out.append(index)
         window = window[1:] + [index]
+        on_token()
     return out
 
 
-def sweep(run_dir: Path, steps: int, bpm: float) -> Path:
-    """Write ``sweep/<checkpoint>.mid`` per checkpoint and ``sweep.csv``; returns the CSV path."""
+def _continue_with_bar(model: Any, seed: Sequence[int], steps: int, encoding: str, vocab: int) -> list[int]:
+    """:func:`continue_argmax` under a transient token bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("generating", total=steps)
+        return continue_argmax(model, seed, steps, encoding, vocab, lambda: bar.advance(task))
+
+
+def sweep(run_dir: Path, steps: int, bpm: float, progress: bool = False) -> Path:
+    """Write ``sweep/<checkpoint>.mid`` per checkpoint and ``sweep.csv``; returns the CSV path.
+
+    Each checkpoint is announced on stdout before its work starts; ``progress`` adds a token bar.
+    """
     run = load_run(run_dir)
     found = checkpoints(run_dir)
     if not found:
@@ -45,14 +68,18 @@ def sweep(run_dir: Path, steps: int, bpm: float) -> Path:
         raise LofiError(f"{run_dir / 'run.json'}: holds no seed window to continue")
     out_dir = run_dir / "sweep"
     rows = []
-    for checkpoint in found:
+    for number, checkpoint in enumerate(found, 1):
+        print(f"[{number}/{len(found)}] {checkpoint.name}: continuing the seed window for {steps} tokens",
+              flush=True)
         model = load_model(checkpoint)
-        indices = continue_argmax(model, seed_windows[0], steps, run["input_encoding"], len(vocabulary))
+        generate = _continue_with_bar if progress else continue_argmax
+        indices = generate(model, seed_windows[0], steps, run["input_encoding"], len(vocabulary))
         tokens = [vocabulary[i] for i in indices]
-        write_tokens_midi(out_dir / f"{checkpoint.stem}.mid", tokens, bpm)
+        write_tokens_midi(out_dir / f"{checkpoint.stem}.mid", tokens, bpm, kind=run.get("tokens", "seed"))
         rows.append({"checkpoint": checkpoint.name, "tokens": " ".join(tokens),
                      "distinct_tokens": len(set(tokens)), "longest_repeat": longest_run(tokens)})
-        print(f"{checkpoint.name}: {len(set(tokens))} distinct tokens, longest repeat {longest_run(tokens)}")
+        print(f"[{number}/{len(found)}] {checkpoint.name}: {len(set(tokens))} distinct tokens, "
+              f"longest repeat {longest_run(tokens)}", flush=True)
     table = run_dir / "sweep.csv"
     with table.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -70,6 +97,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.bpm <= 0:
         raise LofiError("--steps must be at least 1 and --bpm positive")
-    table = sweep(args.run_dir, args.steps, args.bpm)
+    table = sweep(args.run_dir, args.steps, args.bpm, progress=sys.stderr.isatty())
     print(f"{table}: one row per checkpoint; .mid files in {args.run_dir / 'sweep'}")
     return 0
