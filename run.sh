@@ -74,7 +74,7 @@ case "${1:-}" in
     shift
     apt_install "the real MIDI port tests are skipped without it" \
       jackd:jackd2 jack_midi_dump:jackd2 jack_midi_clock:jack-midi-clock
-    venv .venv "[train,plot,dev]"
+    venv .venv "[train,plot,dev,cluster,link]"
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""
     .venv-runtime/bin/python -c "import sys, lofi_live.model, lofi_live.live; assert 'tensorflow' not in sys.modules"

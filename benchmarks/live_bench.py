@@ -6,7 +6,8 @@ another JACK client for ``--seconds``, then stops it with SIGINT and prints:
 * per-step inference latency (median, p99), measured by the engine around each look-ahead step;
 * the engine's send error against the ideal grid (median, p99): when the note-on left the process;
 * the arrival error at the listener against the best-fitting ideal grid (median, p99): what a DAW
-  sees, including the MIDI system's own delivery jitter;
+  sees, including the MIDI system's own delivery jitter; with ``--swing PCT`` the ideal grid is the
+  swung one (off-beats PCT % through their beat), as is the engine's own send error;
 * late (skipped) steps, and whether every note-on got its note-off;
 * the engine's memory (RSS) at the start and the end, for soak runs.
 
@@ -14,6 +15,7 @@ Usage::
 
     python benchmarks/live_bench.py [--model exported_models/lofi] [--bpm 120] [--seconds 20]
     python benchmarks/live_bench.py --bpm 180 --seconds 600 --play     # the 10-minute soak (issue 6)
+    python benchmarks/live_bench.py --swing 66                          # against the swung grid
 
 ``--play`` also plays a phrase into the engine every two bars, so input handling is exercised.
 
@@ -46,6 +48,7 @@ from jack_helpers import (  # noqa: E402
     engine_ports,
     grid_errors_fit,
     onset_times,
+    swung_grid_errors_fit,
     percentile,
     still_sounding,
     unique,
@@ -106,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="jack", choices=["jack"])
     parser.add_argument("--simulate-slow-model", type=float, default=0.0, metavar="MS")
     parser.add_argument("--play", action="store_true", help="play a phrase into the engine every two bars")
+    parser.add_argument("--swing", type=float, default=50.0, metavar="PCT", help="the engine's --swing (default 50, straight)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -116,7 +120,8 @@ def main(argv=None) -> int:
                                                           enumerate([60, 63, 67, 70, 72, 70, 67, 63])])], bpm=args.bpm)
         name = unique("LoFi Bench")
         command = engine_command(model, name, "--bpm", f"{args.bpm:g}", "--mode", "accompany", "--seed-midi", str(seed),
-                                 "--response-bars", "1000", "--simulate-slow-model", f"{args.simulate_slow_model:g}")
+                                 "--response-bars", "1000", "--simulate-slow-model", f"{args.simulate_slow_model:g}",
+                                 "--swing", f"{args.swing:g}")
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         listener = player = None
         rss: list[float] = []
@@ -155,10 +160,11 @@ def main(argv=None) -> int:
     inf_med, inf_p99, send_med, send_p99 = (float(found.group(i)) for i in (4, 5, 6, 7))
     grid = 60.0 / args.bpm / 2
     onsets = onset_times(events, channel=0)
-    arrival = grid_errors_fit(onsets[1:], grid)  # the first step may be the seed's start-up
+    # the first step may be the seed's start-up
+    arrival = grid_errors_fit(onsets[1:], grid) if args.swing == 50 else swung_grid_errors_fit(onsets[1:], args.bpm, args.swing)
     provider = re.search(r"on provider (\w+)", out)
     result = {
-        "bpm": args.bpm, "seconds": args.seconds, "model": str(model), "provider": provider.group(1) if provider else "?",
+        "bpm": args.bpm, "swing": args.swing, "seconds": args.seconds, "model": str(model), "provider": provider.group(1) if provider else "?",
         "steps": steps, "played": played, "late_steps": late,
         "inference_median_ms": inf_med, "inference_p99_ms": inf_p99,
         "send_error_median_ms": send_med, "send_error_p99_ms": send_p99,
@@ -174,7 +180,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"live bench: {args.seconds:g} s at {args.bpm:g} BPM ({grid * 1e3:.0f} ms grid), model {model.name} on {result['provider']}")
+    swing = f", swing {args.swing:g}" if args.swing != 50 else ""
+    print(f"live bench: {args.seconds:g} s at {args.bpm:g} BPM ({grid * 1e3:.0f} ms grid{swing}), model {model.name} on {result['provider']}")
     print(f"  steps {steps}, played {played}, late/skipped {late}")
     print(f"  inference per step:           median {inf_med:.3f} ms   p99 {inf_p99:.3f} ms")
     print(f"  engine send vs ideal grid:    median {send_med:.3f} ms   p99 {send_p99:.3f} ms")

@@ -5,8 +5,9 @@ boundaries (``docs/LIVE_ENGINE.md``):
 
 * ``temperature``: the setting now, the sampler from its next token (a message to the inference
   thread, which owns the sampler);
-* ``tempo``: internal clock only: the grid re-anchors at the beat the control arrived on and the
-  recording gets the new tempo there (``--clock midi``: ignored, logged once);
+* ``tempo``: the grid re-anchors at the beat the control arrived on and the recording gets the new
+  tempo there; ``--clock link`` proposes it to the session (every peer follows); ``--clock midi``:
+  ignored, logged once;
 * ``mode``, ``response_bars``, ``key_lock``: settings the next step uses;
 * ``panic``: the computed token is dropped, every sounding note ends, then CC 123 on every channel
   used; the model waits for the player (a key left down, a lost note-off, counts as released);
@@ -15,9 +16,12 @@ boundaries (``docs/LIVE_ENGINE.md``):
 * ``model_select``: the switch happens at the next boundary (:func:`switch_model`).
 
 MIDI clock (``--clock midi``, :func:`transport`): a boundary tick sends the grid step (or hands it to
-the loop ``--offset-ms`` later); Stop ends the model's notes at once and drops the computed token;
+the loop ``--offset-ms`` later, and a swung off-beat its swing later); Stop ends the model's notes at once and drops the computed token;
 Start counts from beat 0 again (the model enters at step 1, as step 0's tick comes too soon to
 compute a token); Continue goes on from where it stopped or from a Song Position Pointer.
+
+Link (``--clock link``, :func:`follow`): the session stopping is a Stop; starting again, or its beat
+jumping (joining a session, a peer forcing a beat), moves the grid to the first step still ahead.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lofi_live.clock import PPQN, TICKS_PER_STEP, InternalClock, MidiClock, step_beat
+from lofi_live.clock import PPQN, TICKS_PER_STEP, ClockEvent, MidiClock, step_beat
 from lofi_live.intake import Transport
 
 if TYPE_CHECKING:
@@ -45,11 +49,12 @@ def apply(engine: Engine, action: Any, now: float) -> None:
         else:  # no inference thread yet: the sampler is still this thread's
             engine.sampler.temperature = engine.temperature
     elif name == "tempo" and value is not None:
-        if not isinstance(engine.clock, InternalClock):
+        if isinstance(engine.clock, MidiClock):
             engine.odd("tempo_midi", "tempo control ignored: the tempo follows the MIDI clock (--clock midi)")
             return
-        tempo = engine.clock.set_bpm(float(value), now)
+        tempo = engine.clock.set_bpm(float(value), now)  # Link: proposed to the session
         engine.session.set_tempo(tempo.beat_at(now), tempo.bpm)
+        engine.recorded_bpm = tempo.bpm
     elif name == "mode" and value in ("continue", "accompany"):
         conductor.set_mode(value, engine.next_step)
     elif name == "response_bars" and value is not None:
@@ -114,18 +119,17 @@ def transport(engine: Engine, message: Transport) -> None:
         return
     if event.kind == "boundary":
         engine.close_steps(message.stamp)
-        offset = max(0.0, engine.config.offset_ms / 1000.0)
+        # a swung off-beat (and a humanized step) sounds that long after its tick
+        offset = max(0.0, engine.config.offset_ms / 1000.0) + engine.swing_delay(event.step)
+        if engine.midi_due is not None:  # a step still waiting for its time is sent first: steps keep their order
+            due, engine.midi_due = engine.midi_due, None
+            engine.boundary(*due)
         if offset:  # sent by the loop at the tick's time plus the offset
-            if engine.midi_due is not None:
-                engine.boundary(*engine.midi_due)
             engine.midi_due = (event.step, message.stamp + offset)
         else:
             engine.boundary(event.step, message.stamp)
     elif event.kind == "stop":
-        engine.voices.release("model")
-        engine.voices.release("metronome")
-        engine.lookahead.cancel()
-        engine.midi_due = None
+        silence(engine)
         log.info("MIDI clock stopped at beat %.2f", clock.tick / PPQN)
     elif event.kind in ("start", "continue"):
         engine.next_step = event.step
@@ -139,8 +143,31 @@ def transport(engine: Engine, message: Transport) -> None:
         engine.next_step = event.step
 
 
+def silence(engine: Engine) -> None:
+    """The clock stopped: the model's notes and the metronome end at once, the computed token is dropped."""
+    engine.voices.release("model")
+    engine.voices.release("metronome")
+    engine.lookahead.cancel()
+    engine.midi_due = None
+
+
+def follow(engine: Engine, event: ClockEvent | None) -> None:
+    """What a Link refresh found (:meth:`lofi_live.link.LinkClock.poll`): the session stopped, or it
+    started again or its beat jumped, and the grid goes on from ``event.step`` (the beats still count
+    on, so what was played before is kept)."""
+    if event is None:
+        return
+    if event.kind == "stop":
+        silence(engine)
+        log.info("Link session stopped at beat %.2f", engine.clock.beat_at(event.time))
+        return
+    engine.lookahead.cancel()  # computed for a step that is no longer the next one
+    engine.next_step = event.step
+    engine.plan(event.step)
+
+
 def record_tempo(engine: Engine, step: int) -> None:
-    """MIDI-clock sessions, once a bar: the DAW's tempo into the recording when it changed."""
+    """MIDI clock and Link, once a bar: the DAW's (the session's) tempo into the recording when it changed."""
     bpm = engine.clock.bpm
     if abs(bpm - engine.recorded_bpm) > 0.5:
         engine.recorded_bpm = bpm

@@ -1,6 +1,7 @@
-"""Time -> beats -> 0.5-beat grid steps: the internal tempo and MIDI beat-clock following.
+"""Time -> beats -> 0.5-beat grid steps: the internal tempo, MIDI beat-clock following, Ableton Link.
 
-Two clocks with one vocabulary (times are ``time.perf_counter()`` seconds, beats are quarter notes):
+Three clocks with one vocabulary (times are ``time.perf_counter()`` seconds, beats are quarter notes;
+:class:`Clock` is what the engine, the voices and the view read from any of them):
 
 * :class:`InternalClock` (``--bpm``): beat 0 is the start time; grid step ``n`` happens at
   ``anchor_time + (n * 0.5 - anchor_beat) * 60 / bpm``. Every grid time is computed from the anchor,
@@ -12,11 +13,15 @@ Two clocks with one vocabulary (times are ``time.perf_counter()`` seconds, beats
   The tempo is estimated from the intervals of the last 24 ticks (median, so one late tick does not
   move it); it sets gate lengths and interpolates beats between ticks for recording played notes.
   Ticks without Start are counted for the tempo only.
+* :class:`lofi_live.link.LinkClock` (``--clock link``): the Link session's timeline (tempo, bar
+  phase with quantum 4, start/stop), refreshed by the engine thread; grid times are computed from it
+  as from the internal clock's anchor (both are a :class:`GridClock`: the grid is known ahead).
 
 Threads. A clock is changed only by the engine thread; the main thread (journal flushes) and the view
 read it. Every reading comes from one immutable snapshot (:class:`Tempo` for the internal clock,
 :class:`MidiPosition` for the MIDI clock) that a change replaces in one assignment, so a reader never
-sees a new tempo with an old anchor (a half-updated beat in the journal).
+sees a new tempo with an old anchor (a half-updated beat in the journal). The Link clock publishes a
+:class:`lofi_live.link.LinkTimeline` the same way.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from lofi_live.tokens import GRID_BEATS
+
+if TYPE_CHECKING:
+    from lofi_live.link import LinkTimeline
 
 #: MIDI beat clock resolution: ticks per quarter note.
 PPQN = 24
@@ -33,6 +42,56 @@ PPQN = 24
 TICKS_PER_STEP = int(PPQN * GRID_BEATS)
 #: Ticks per Song Position Pointer unit (a 16th note).
 TICKS_PER_SPP = 6
+
+
+class Clock(Protocol):
+    """What is read from every clock (from its immutable snapshot, so from any thread)."""
+
+    source: str  # internal | midi | link
+
+    @property
+    def bpm(self) -> float: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def seconds_per_beat(self) -> float: ...
+
+    def beat_at(self, now: float) -> float: ...
+
+
+class GridClock(Clock, Protocol):
+    """A clock that knows the grid ahead (internal, Link): the engine computes every boundary's time
+    from it and spins to it. Only the engine thread calls ``start``, ``poll`` and ``set_bpm``."""
+
+    def start(self, now: float) -> int:
+        """Begin counting at ``now``; returns the first grid step to play."""
+        ...
+
+    def poll(self, now: float) -> ClockEvent | None:
+        """Catch up with what moves the clock from outside: a start, a stop or a jump of the beat."""
+        ...
+
+    def time_of_beat(self, beat: float) -> float:
+        """When ``beat`` is due (the engine asks only while ``running``)."""
+        ...
+
+    def set_bpm(self, bpm: float, now: float) -> Tempo | LinkTimeline:
+        """A new tempo from ``now`` on, the beat at ``now`` kept; returns the new snapshot."""
+        ...
+
+
+def make_clock(source: str, bpm: float) -> Clock:
+    """The clock ``--clock`` names; ``bpm`` is the tempo until a DAW's ticks or Link's peers say otherwise.
+    The Link binding is imported only for ``link`` (a missing one is a one-line error)."""
+    if source == "midi":
+        return MidiClock(bpm)
+    if source == "link":
+        from lofi_live.link import LinkClock
+
+        return LinkClock(bpm)
+    return InternalClock(bpm)
 
 
 def step_beat(step: int) -> float:
@@ -66,9 +125,13 @@ class InternalClock:
             raise ValueError(f"tempo {bpm} BPM outside 20..400")
         self.tempo = Tempo(float(bpm))
 
-    def start(self, now: float) -> None:
-        """Beat 0 is at ``now``."""
+    def start(self, now: float) -> int:
+        """Beat 0 is at ``now``; the first step is 0."""
         self.tempo = Tempo(self.tempo.bpm, now, 0.0, True)
+        return 0
+
+    def poll(self, now: float) -> ClockEvent | None:  # noqa: ARG002 - nothing outside moves this clock
+        return None
 
     @property
     def bpm(self) -> float:

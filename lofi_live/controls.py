@@ -111,6 +111,8 @@ RUN_KEYS.update({
     "response_bars": ((int, float), _range(0.25, 64)),
     "gate": ((int, float), _range(0.01, 64)),
     "velocity": ((int,), _range(1, 127)),
+    "swing": ((int, float), _range(50, 75)),
+    "humanize": ((bool,), None),
     "offset_ms": ((int, float), _range(-1000, 1000)),
     "max_note_beats": ((int, float), _range(0.5, 256)),
     "quiet": ((bool,), None),

@@ -20,9 +20,10 @@ Threads
       as messages.
 
 Grid
-    Grid times come from the clock's anchor (``clock.step_time(n)``), never from adding intervals:
+    Grid times come from the clock's beat-to-time mapping (``clock.time_of_beat``), never from adding intervals:
     nothing drifts. The engine thread sleeps until ~1.5 ms before a boundary, then spins, so onsets
-    leave within a fraction of a millisecond of the ideal grid time (MIDI clock: :mod:`lofi_live.actions`).
+    leave within a fraction of a millisecond of the ideal grid time (MIDI clock: :mod:`lofi_live.actions`;
+    Link: :mod:`lofi_live.link`, its timeline refreshed at every pass of the loop).
 
 Faults
     Only the decoding of a MIDI message may be treated as bad input (:mod:`lofi_live.intake`). A
@@ -45,10 +46,11 @@ import mido
 
 from lofi_live import actions
 from lofi_live import tokens as token_rules
-from lofi_live.clock import InternalClock, MidiClock, step_beat
+from lofi_live.clock import InternalClock, MidiClock, make_clock, step_beat
 from lofi_live.conductor import STEPS_PER_BAR, Conductor
 from lofi_live.errors import LofiError
 from lofi_live.grid_tokens import MAX_RESTS
+from lofi_live.groove import Dynamics, Humanize, Swing
 from lofi_live.inference import InferenceWorker, Job, KeyLock, LookAhead
 from lofi_live.intake import Control, FeedbackGuard, Intake, Note, Oddities, Transport
 from lofi_live.timeline import GridSteps, OnsetSteps, Timeline
@@ -69,13 +71,16 @@ RECENT_STEPS = 256
 @dataclass
 class EngineConfig:
     bpm: float = 120.0
-    clock: str = "internal"  # internal | midi
+    clock: str = "internal"  # internal | midi | link
     mode: str = "continue"
     wait_beats: float = 2.0
     release_ms: float | None = None  # continue mode: a phrase also ends after this much silence
     response_bars: float = 4.0
     gate: float = 0.9  # fraction of a grid step (seed models)
-    velocity: int = 90
+    velocity: int | None = None  # the model's notes; None: the dynamics of the player's last phrase
+    swing: float = 50.0  # where the off-beat eighth lies in its beat, in % (50 = straight)
+    humanize: bool = False  # seeded variation of the model's velocities and onsets
+    seed: int | None = None  # humanize's seed
     out_channel: int = 0  # 0-based
     in_channel: int | None = None  # 0-based, None = all
     thru: bool = False
@@ -123,14 +128,18 @@ class Engine:
         self.model_index = self.models.index(model)
         self.pending_model: int | None = None
         self.config = cfg = config or EngineConfig()
-        self.clock = MidiClock(cfg.bpm) if cfg.clock == "midi" else InternalClock(cfg.bpm)
+        self.clock = make_clock(cfg.clock, cfg.bpm)
         self.odd = Oddities()
         guard = FeedbackGuard(cfg.echo_ms / 1000.0)
         self.intake = Intake(self.odd, guard, cfg.in_channel, cfg.clock == "midi", controls)
         channels = {cfg.out_channel} | ({cfg.metronome} if cfg.metronome is not None else set())
         self.voices = Voices(send, guard, self.clock, cfg.max_note_beats, channels, session)
         self.timeline = Timeline(model.window, max_rests=MAX_RESTS if self.grid else None)
-        self.steps: GridSteps | OnsetSteps = GridSteps() if self.grid else OnsetSteps()
+        self.swing = Swing(cfg.swing)
+        self.humanize = Humanize(cfg.humanize, cfg.seed)
+        self.dynamics = Dynamics(cfg.velocity, self.humanize)
+        self._offsets: dict[int, float] = {}  # humanize: the onset offset (beats) of each step to come
+        self.steps: GridSteps | OnsetSteps = GridSteps(self.swing) if self.grid else OnsetSteps(self.swing)
         if self.grid:
             self.voices.on_model_off = lambda key, beat: self.steps.note_off(("model", *key), beat)
         self.conductor = Conductor(cfg)
@@ -264,9 +273,9 @@ class Engine:
     def _loop(self) -> None:
         cfg = self.config
         clock = self.clock
-        if isinstance(clock, InternalClock):
-            clock.start(time.perf_counter() + cfg.start_delay)
-            self.plan(0)
+        if not isinstance(clock, MidiClock):  # the grid is known ahead: internal clock, Link
+            self.next_step = clock.start(time.perf_counter() + cfg.start_delay)
+            self.plan(self.next_step)
         while not self._stopping.is_set():
             now = time.perf_counter()
             emit_at = self._emit_at()
@@ -278,6 +287,8 @@ class Engine:
                 deadline = min(deadline, timer)
             self._drain(deadline)
             now = time.perf_counter()
+            if not isinstance(clock, MidiClock):  # Link: the session's tempo, phase and start/stop
+                actions.follow(self, clock.poll(now))
             self.voices.run_timers(now)
             self.close_steps(now)
             emit_at = self._emit_at()  # again: a tempo control may have moved the grid meanwhile
@@ -293,10 +304,23 @@ class Engine:
                 self._publish()
 
     def _emit_at(self) -> float | None:
-        """When the next boundary is sent: its grid time plus ``--offset-ms`` (MIDI clock: when due)."""
-        if isinstance(self.clock, InternalClock):
-            return self.clock.step_time(self.next_step) + self.config.offset_ms / 1000.0
+        """When the next boundary is sent: its swung grid time plus ``--offset-ms`` (MIDI clock: when due)."""
+        if not isinstance(self.clock, MidiClock) and self.clock.running:  # internal, Link while its session plays
+            return self.clock.time_of_beat(self.sounded_beat(self.next_step)) + self.config.offset_ms / 1000.0
         return None if self.midi_due is None else self.midi_due[1]
+
+    def sounded_beat(self, step: int) -> float:
+        """The beat grid step ``step`` sounds at: swung (``--swing``), moved by ``--humanize``.
+
+        The humanize offset of a step is drawn once (kept until its boundary), so the time the loop
+        waits for and the beat recorded for the step agree."""
+        if step not in self._offsets:
+            self._offsets[step] = self.humanize.offset_beats(self.clock.bpm, self.swing)
+        return self.swing.step_beat(step) + self._offsets[step]
+
+    def swing_delay(self, step: int) -> float:
+        """``--clock midi``: seconds after its tick that step ``step`` sounds (a step never sounds before its tick)."""
+        return max(0.0, self.sounded_beat(step) - step_beat(step)) * self.clock.seconds_per_beat
 
     def _drain(self, deadline: float) -> None:
         """Handle queued input until ``deadline`` (sleeping on the queue when it is empty)."""
@@ -322,22 +346,25 @@ class Engine:
             self.voices.thru(note.channel, note.pitch, note.velocity, note.on)
         clock = self.clock
         if not clock.running:
-            self.odd("stopped", "notes played while the MIDI clock is stopped are not recorded")
+            self.odd("stopped", "notes played while the clock is stopped (MIDI Stop, Link session stopped) are not recorded")
             return
-        beat = clock.beat_at(note.stamp)
+        beat = clock.beat_at(note.stamp)  # as played: recorded, and tokenized by the timeline
+        grid_beat = self.swing.straight(beat)  # the conductor counts silence on the model's straight grid
         key = (note.channel, note.pitch)
         conductor, session = self.conductor, self.session
         if note.on:
+            new_phrase = conductor.player_last_beat is None or conductor.player_silent(grid_beat, clock.bpm)
+            self.dynamics.played(note.velocity, new_phrase)
             if key in conductor.held:
                 session.note_off(beat, "player", note.pitch, note.channel)
                 self.steps.note_off(("player", *key), beat)
-            if conductor.player_on(key, beat):
+            if conductor.player_on(key, grid_beat):
                 self.lookahead.cancel()
             session.note_on(beat, "player", note.pitch, note.velocity, note.channel)
             step = self.steps.note_on(("player", *key), beat)
             self.recent.append((step, "player", (note.pitch,)))
         else:
-            if not conductor.player_off(key, beat):
+            if not conductor.player_off(key, grid_beat):
                 self.odd("orphan_off", "note-off without a note-on: ignored")
                 return
             session.note_off(beat, "player", note.pitch, note.channel)
@@ -380,14 +407,16 @@ class Engine:
                 self.odd("late", "a token was not ready at its grid time: step skipped (see late steps)")
         else:
             lookahead.drop_done()
-        beat = step_beat(step)
+        beat = self.sounded_beat(step)
+        for past in [each for each in self._offsets if each <= step]:
+            del self._offsets[past]
         if index is not None:
             self._play(step, index, when, beat)
         else:
             if self.grid:  # the model's notes end with its response
                 self.voices.release("model", beat)
             self.conductor.rested()
-        if isinstance(self.clock, MidiClock) and step % STEPS_PER_BAR == 0:
+        if not isinstance(self.clock, InternalClock) and step % STEPS_PER_BAR == 0:  # MIDI, Link
             actions.record_tempo(self, step)
         if cfg.metronome is not None and step % 2 == 0:
             self.voices.click(when, cfg.metronome, step % STEPS_PER_BAR == 0)
@@ -408,24 +437,27 @@ class Engine:
         cfg, voices = self.config, self.voices
         token = self.model.vocabulary[index]
         struck = token_rules.token_pitches(token)  # none for hold and rest
+        velocities = [(pitch, self.dynamics.velocity(step)) for pitch in struck]
         self.conductor.played(token, self.timeline.window_tokens)
         if self.grid:
             if token != token_rules.HOLD:  # an onset or a rest ends what the model sounds
                 voices.release("model", beat)
             bound = when + cfg.max_note_beats * self.clock.seconds_per_beat  # held at most that long
-            for pitch in struck:
-                voices.note_on(cfg.out_channel, pitch, cfg.velocity, "model", bound, beat, beat + cfg.max_note_beats)
+            for pitch, velocity in velocities:
+                voices.note_on(cfg.out_channel, pitch, velocity, "model", bound, beat, beat + cfg.max_note_beats)
                 self.steps.note_on(("model", cfg.out_channel, pitch), beat)
             self.steps.begin(step)
             self.model_steps.add(step)  # its token enters the timeline when the step closes
         else:
-            off = when + self._gate_beats * self.clock.seconds_per_beat
-            for pitch in struck:
-                voices.note_on(cfg.out_channel, pitch, cfg.velocity, "model", off, beat, beat + self._gate_beats)
+            # the gate is a fraction of the step as it sounds: a swung off-beat is shorter
+            gate = self.swing.sounded(step_beat(step) + self._gate_beats) - self.swing.step_beat(step)
+            off = when + gate * self.clock.seconds_per_beat
+            for pitch, velocity in velocities:
+                voices.note_on(cfg.out_channel, pitch, velocity, "model", off, beat, beat + gate)
             self.timeline.append(step, "model", token, index)
         self.emission_errors.append(time.perf_counter() - when)
-        for pitch in struck:
-            self.session.note_on(beat, "model", pitch, cfg.velocity, cfg.out_channel)
+        for pitch, velocity in velocities:
+            self.session.note_on(beat, "model", pitch, velocity, cfg.out_channel)
         sounding = tuple(key[1] for key, entry in voices.sounding.items() if entry.part == "model")
         self.recent.append((step, "model", sounding if token == token_rules.HOLD else tuple(struck)))
         self.played_steps += 1

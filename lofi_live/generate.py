@@ -13,7 +13,11 @@ tokenization (``Model.tokens``):
   (no hold with nothing sounding, at most 8 rests in a row), so the file reads back to the same grid
   tokens (trailing rests aside, which the tokenizer drops). The repetition guard counts onsets only.
 
-Chords are voiced by :func:`lofi_live.tokens.token_pitches` only. A seed clip is read under the model's
+Chords are voiced by :func:`lofi_live.tokens.token_pitches` only. The notes then sound as live
+(:mod:`lofi_live.groove`): ``--swing PCT`` puts every off-beat eighth PCT % of the way through its beat
+(to the tick: 66 is the triplet, 320 of 480 ticks), the velocity is the median of the seed clip's last
+phrase (``--velocity`` sets it), accented on the beat, and ``--humanize`` varies velocities and onsets,
+seeded by ``--seed``. A straight file reads back to the same tokens; a swung one once un-swung. A seed clip is read under the model's
 tokenization (:func:`lofi_live.midi_tokens.file_tokens`); for a grid model the silence from its last note
 to its last bar line becomes rests, so the continuation starts where the clip ends.
 
@@ -35,6 +39,7 @@ import numpy as np
 from lofi_live import grid_tokens
 from lofi_live import tokens as token_rules
 from lofi_live.errors import LofiError
+from lofi_live.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, Dynamics, Groove, Humanize, Swing
 from lofi_live.midifile import NoteEvent, first_tempo_bpm, read_midi, write_midi
 from lofi_live.model import MODEL_HELP, PROVIDERS
 from lofi_live.sampling import (
@@ -72,6 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--legato", type=legato_share, default=DEFAULT_LEGATO, help=LEGATO_HELP)
     parser.add_argument("--max-repeat", type=int, default=DEFAULT_MAX_REPEAT, help=f"never sample one note or chord more than N times in a row (holds and rests of a grid model are free), 0 = off (default {DEFAULT_MAX_REPEAT})")
     parser.add_argument("--seed", type=int, help="random seed, for a reproducible result (variation i uses SEED + i - 1)")
+    parser.add_argument("--swing", type=float, default=50.0, metavar="PCT", help="off-beat eighths lie PCT %% of the way through their beat, as on an MPC: 50 = straight (default), 66 = triplet feel, up to 75")
+    parser.add_argument("--velocity", type=int, help=f"velocity of the notes, 1-127 (default: the median of the seed clip's last phrase, else {DEFAULT_VELOCITY}); notes on the beat get a light accent")
+    parser.add_argument("--humanize", action="store_true", help=f"vary velocities (up to {HUMANIZE_VELOCITY}) and onsets (up to {HUMANIZE_MS:g} ms, never into another step), seeded by --seed")
     parser.add_argument("--bpm", type=float, help=f"tempo written in the file (default: the tempo of --seed-midi, else {DEFAULT_BPM:g})")
     parser.add_argument("--key", help="lock to a key: C, C#, Db, ... B, or auto (detected from the seed window)")
     parser.add_argument("--scale", help=f"scale of --key: {', '.join(SCALES)} (default minor; auto detects major/minor)")
@@ -103,10 +111,35 @@ def write_tokens_midi(
     grid_beats: float = token_rules.GRID_BEATS,
     kind: str = "seed",
     end_beats: float | None = None,
+    groove: Groove | None = None,
 ) -> Path:
-    """A one-track piano ``.mid`` of the tokens at ``bpm`` (``end_beats``: the clip's length, see write_midi)."""
-    return write_midi(path, [("lofi-live", tokens_to_notes(tokens, kind, grid_beats))], bpm=bpm, program=0,
-                      end_beats=end_beats)
+    """A one-track piano ``.mid`` of the tokens at ``bpm`` (``end_beats``: the clip's length, see write_midi),
+    played with ``groove`` (swing, dynamics, humanize) when given, else straight at the fixed velocity."""
+    notes = tokens_to_notes(tokens, kind, grid_beats)
+    if groove is not None:
+        notes = groove.notes(notes, bpm)
+    return write_midi(path, [("lofi-live", notes)], bpm=bpm, program=0, end_beats=end_beats)
+
+
+def make_groove(args: argparse.Namespace, seed: int | None) -> Groove:
+    """How the notes sound: ``--swing``, the seed clip's dynamics (or ``--velocity``), ``--humanize``
+    seeded with ``seed``."""
+    humanize = Humanize(args.humanize, seed)
+    dynamics = Dynamics(args.velocity, humanize)
+    if args.seed_midi:  # the clip is what was just played: its last phrase sets the level
+        for note in grid_tokens.file_notes(args.seed_midi):
+            dynamics.played(note.velocity, new_phrase=False)
+    return Groove(Swing(args.swing), dynamics, humanize)
+
+
+def _check_groove(args: argparse.Namespace) -> None:
+    """Refuse a swing or a velocity out of range, in one line."""
+    try:
+        Swing(args.swing)
+    except ValueError as error:
+        raise LofiError(str(error)) from None
+    if args.velocity is not None and not 1 <= args.velocity <= 127:
+        raise LofiError(f"--velocity {args.velocity}: must be in 1..127")
 
 
 class GridGrammar:
@@ -289,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError("--bpm must be between 1 and 999")
     if args.max_repeat < 0:
         raise LofiError(f"--max-repeat must be 0 or more, not {args.max_repeat}")
+    _check_groove(args)
     bpm = args.bpm or (first_tempo_bpm(read_midi(args.seed_midi), DEFAULT_BPM) if args.seed_midi else DEFAULT_BPM)
     started = time.perf_counter()
     model = Model.load(args.model, provider=args.provider)
@@ -297,12 +331,13 @@ def run(args: argparse.Namespace) -> int:
     lock = scale_lock(model, args.key, args.scale, model.decode(seed))
     end_beats = steps * model.grid_beats if args.bars is not None else None
     key = f", key {key_name(lock.key_pc, lock.scale)}" if lock else ""
-    settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}"
+    swing = f", swing {args.swing:g}" if args.swing != 50 else ""
+    settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}{swing}"
     if args.variations is None:
         sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, args.max_repeat or None,
                                args.legato)
         generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
-        write_tokens_midi(output, generated, bpm, model.grid_beats, model.tokens, end_beats)
+        write_tokens_midi(output, generated, bpm, model.grid_beats, model.tokens, end_beats, make_groove(args, args.seed))
         print(f"wrote {output}: {describe(generated, model.tokens)}, {steps * model.grid_beats:g} beats at {bpm:g} BPM; "
               f"model {model.name} on {model.provider}, {origin}, {settings}; {time.perf_counter() - started:.2f} s")
         return 0
@@ -313,7 +348,8 @@ def run(args: argparse.Namespace) -> int:
         sampler = make_sampler(model, args.temperature, args.top_k or None, base + number - 1, args.max_repeat or None,
                                args.legato)
         generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
-        path = write_tokens_midi(output / f"{stem}-{number}.mid", generated, bpm, model.grid_beats, model.tokens, end_beats)
+        path = write_tokens_midi(output / f"{stem}-{number}.mid", generated, bpm, model.grid_beats, model.tokens, end_beats,
+                                 make_groove(args, base + number - 1))
         print(f"wrote {path}: {describe(generated, model.tokens)}, seed {base + number - 1}")
     bars = steps * model.grid_beats / BAR_BEATS
     print(f"{args.variations} variations of {Path(args.seed_midi).name}, {bars:g} bars each at {bpm:g} BPM "

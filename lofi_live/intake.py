@@ -13,9 +13,11 @@ Robust input. Anything that is not a note, a mapped control change or clock (in 
 ignored; each kind of oddity (sysex, pitch bend, aftertouch, program change, unknown or malformed
 data, a flood, ...) is logged once, not per message (:class:`Oddities`).
 
-Feedback guard. A note-on or note-off that matches one the engine itself sent ``echo_ms`` ago or
-less is its own output coming back (loopMIDI, a DAW routing) and is ignored, so the engine never
-answers itself (:class:`FeedbackGuard`; :mod:`lofi_live.voices` tells it what was sent).
+Feedback guard. The engine's own output coming back on its input (loopMIDI, a DAW routing) is
+ignored, so the engine never answers itself, and every note a person plays is kept, even one that
+doubles the model's (:class:`FeedbackGuard`; :mod:`lofi_live.voices` tells it what was sent). An echo
+repeats a sent message byte for byte, in the order sent, a few ms later: a played note is an echo
+only when it matches one sent within ``echo_ms`` in kind, channel, pitch and velocity.
 """
 
 from __future__ import annotations
@@ -63,27 +65,49 @@ class Oddities:
 
 
 class FeedbackGuard:
-    """Recognises the engine's own notes coming back on its input within ``window`` seconds."""
+    """Recognises the engine's own notes coming back on its input within ``window`` seconds.
+
+    What an echo repeats, and a person doubling the model does not:
+
+    * the message itself: note-on or note-off, channel, pitch and velocity, all equal to a sent one
+      (a player striking the model's chord tone plays on their own channel, at their own velocity);
+    * the order: a loopback delivers messages in the order they were sent, so once a sent message
+      has come back, the ones sent before it can no longer come back (they are forgotten);
+    * the pair: a note-off is an echo only when its note-on came back as one, so a player releasing
+      a key the model also releases keeps the note-off of the note they played;
+    * the time: the few ms a loopback takes, at most ``window`` (``--echo-ms``).
+    """
 
     def __init__(self, window: float = 0.03):
         self.window = window
-        self.sent: deque[tuple[float, bool, int]] = deque()
+        self.sent: deque[tuple[float, bool, int, int, int]] = deque()  # (time, on, channel, pitch, velocity)
+        self.looped: set[tuple[int, int]] = set()  # (channel, pitch) whose note-on came back: its note-off will
         self.ignored = 0
 
-    def note_sent(self, now: float, is_on: bool, pitch: int) -> None:
-        self.sent.append((now, is_on, pitch))
+    def note_sent(self, now: float, is_on: bool, channel: int, pitch: int, velocity: int) -> None:
+        """The engine sent this note message at ``now``."""
+        self.sent.append((now, is_on, channel, pitch, velocity))
         if len(self.sent) > 4096:
             self.sent.popleft()
 
-    def is_echo(self, now: float, is_on: bool, pitch: int) -> bool:
+    def is_echo(self, now: float, is_on: bool, channel: int, pitch: int, velocity: int) -> bool:
+        """Whether a note message that arrived at ``now`` is one the engine sent coming back."""
         if self.window <= 0:
             return False
         sent = self.sent
         while sent and sent[0][0] < now - self.window:
             sent.popleft()
-        for i, (when, on, note) in enumerate(sent):
-            if on == is_on and note == pitch and when <= now + 0.001:
-                del sent[i]
+        key = (channel, pitch)
+        if not is_on and key not in self.looped:
+            return False
+        for i, (when, on, sent_channel, sent_pitch, sent_velocity) in enumerate(sent):
+            if (on, sent_channel, sent_pitch, sent_velocity) == (is_on, channel, pitch, velocity) and when <= now + 0.001:
+                for _ in range(i + 1):  # it and everything sent before it: an echo keeps the order
+                    sent.popleft()
+                if is_on:
+                    self.looped.add(key)
+                else:
+                    self.looped.discard(key)
                 self.ignored += 1
                 return True
         return False
@@ -183,7 +207,7 @@ class Intake:
         pitch = _number(message.note, 0, 127)
         velocity = _number(message.velocity, 0, 127)
         is_on = kind == "note_on" and velocity > 0
-        if self.guard.is_echo(stamp, is_on, pitch):
+        if self.guard.is_echo(stamp, is_on, channel, pitch, velocity):
             self.odd("echo", "the engine's own notes come back on its input (output looped to input): ignoring them")
             return None
         if self.in_channel is not None and channel != self.in_channel:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lofi_live.conductor import MODES
 from lofi_live.errors import LofiError
+from lofi_live.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, swing_fraction
 from lofi_live.model import MODEL_HELP, PROVIDERS
 from lofi_live.ports import DEFAULT_NAME, add_backend_argument
 
@@ -80,8 +81,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ports.add_argument("--echo-ms", type=_non_negative, default=30.0, help="feedback guard: ignore our own notes coming back within MS (default 30; 0 = off)")
 
     timing = parser.add_argument_group("clock and playing")
-    timing.add_argument("--bpm", type=_positive, default=90.0, help="tempo of the internal clock (default 90)")
-    timing.add_argument("--clock", choices=("internal", "midi"), default="internal", help="internal tempo, or follow the DAW's MIDI clock (24 PPQN)")
+    timing.add_argument("--bpm", type=_positive, default=90.0, help="tempo of the internal clock (default 90; --clock link: the tempo while no "
+                        "other peer is there)")
+    timing.add_argument("--clock", choices=("internal", "midi", "link"), default="internal",
+                        help="internal tempo, follow the DAW's MIDI clock (24 PPQN), or join the Ableton Link session on the local network "
+                        "(tempo, bar phase, start/stop; needs the [link] extra)")
     timing.add_argument("--mode", choices=MODES, default="continue", help="call and response (default), or play along")
     timing.add_argument("--wait-beats", type=_positive, default=2.0, help="continue mode: silence (beats) that ends the player's phrase (default 2)")
     timing.add_argument("--release-ms", type=_positive, default=None, metavar="MS",
@@ -89,7 +93,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--response-bars", type=_positive, default=4.0, help="bars the model plays per response (default 4)")
     timing.add_argument("--gate", type=_positive, default=0.9, help="seed models: note length as a fraction of a grid step (default 0.9); a grid model's "
                         "notes last until its next onset or rest")
-    timing.add_argument("--velocity", type=int, default=90, choices=range(1, 128), metavar="1-127", help="velocity of the model's notes (default 90)")
+    timing.add_argument("--velocity", type=int, default=None, choices=range(1, 128), metavar="1-127",
+                        help="velocity of the model's notes (default: the median velocity of the player's last phrase, "
+                        f"{DEFAULT_VELOCITY} before anything is played); notes on the beat get a light accent")
+    timing.add_argument("--swing", type=float, default=50.0, metavar="PCT",
+                        help="the model's off-beat eighths lie PCT %% of the way through their beat, as on an MPC or in "
+                        "Ableton's groove pool: 50 = straight (default), 66 = triplet feel, up to 75; notes played swung "
+                        "still count for their own step")
+    timing.add_argument("--humanize", action="store_true",
+                        help=f"vary the model's velocities (up to {HUMANIZE_VELOCITY}) and onsets (up to {HUMANIZE_MS:g} ms, "
+                        "never into another step), seeded by --seed")
     timing.add_argument("--offset-ms", type=float, default=0.0, help="shift the model's output by MS milliseconds (latency compensation; may be negative)")
     timing.add_argument("--max-note-beats", type=_positive, default=8.0, help="longest note the engine plays (model, metronome), in beats, before a note-off is "
                         "forced (default 8); a played note passed --thru lasts as long as it is held")
@@ -119,6 +132,14 @@ def _check(args: argparse.Namespace) -> None:
         raise LofiError(f"--offset-ms {args.offset_ms:g}: at most half a grid step ({grid_ms / 2:.0f} ms at {args.bpm:g} BPM)")
     if args.clock == "midi" and args.offset_ms < 0:
         raise LofiError("--offset-ms cannot be negative with --clock midi (the grid is known only when the tick arrives)")
+    if args.clock == "link":
+        from lofi_live.link import require
+
+        require()  # before loading anything: one line naming the extra to install
+    try:
+        swing_fraction(args.swing)
+    except ValueError as error:
+        raise LofiError(str(error)) from None
     if args.in_channel is not None and args.thru and args.out_channel == args.in_channel:
         pass  # allowed: passthrough on the same channel as the model
 
@@ -233,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         out_channel=args.out_channel - 1, in_channel=None if args.in_channel is None else args.in_channel - 1,
         thru=args.thru, offset_ms=args.offset_ms, metronome=None if args.metronome is None else args.metronome - 1,
         max_note_beats=args.max_note_beats, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
+        swing=args.swing, humanize=args.humanize, seed=args.seed,
     )
     key = args.key
     if key is not None and key.lower() == "auto":
@@ -273,7 +295,10 @@ def run(args: argparse.Namespace) -> int:
                       f"on provider {each.provider.upper()}{choice}", flush=True)
             print(f"lofi-live: ports ({ports.backend}): play into '{ports.input_name}', "
                   f"listen to '{ports.output_name}'", flush=True)
-            clock = f"MIDI clock (default {args.bpm:g} BPM until ticks arrive)" if args.clock == "midi" else f"{args.bpm:g} BPM"
+            clock = {
+                "midi": f"MIDI clock (default {args.bpm:g} BPM until ticks arrive)",
+                "link": f"Ableton Link session, quantum 4 (its tempo; {args.bpm:g} BPM while no other peer is there)",
+            }.get(args.clock, f"{args.bpm:g} BPM")
             print(f"lofi-live: {args.mode} mode, {clock}" + (f", seeded with {len(seed_tokens)} tokens" if seed_tokens else ""), flush=True)
             if session.journal_path is not None:
                 print(f"lofi-live: recording to {args.record} (journal {session.journal_path})", flush=True)

@@ -7,6 +7,12 @@ Played notes -> tokens
     beat) after its boundary, when no later note can still belong to it; its token is made then.
     A token the model does not know becomes the nearest known one (``Model.encode``).
 
+Swing
+    Notes come in at the beats they sounded at. With ``--swing`` the played off-beats lie late, so
+    each beat is first un-swung (:meth:`lofi_live.groove.Swing.straight`, here and nowhere else)
+    and then given to the nearest step: a musician playing swung lands on their own step, and the
+    model's own swung notes on the steps it played them for.
+
 Two tokenizations, as the model records (``Model.tokens``):
 
 * ``seed`` (:class:`OnsetSteps`): only steps with onsets make tokens, the notes of one step give
@@ -35,6 +41,7 @@ from typing import Iterable
 
 from lofi_live import tokens as token_rules
 from lofi_live.clock import step_beat
+from lofi_live.groove import Swing
 from lofi_live.grid_tokens import HOLD_PROBE_BEATS, onset_step, step_token
 from lofi_live.tokens import GRID_BEATS
 
@@ -46,13 +53,17 @@ def close_beat(step: int) -> float:
 
 
 class OnsetSteps:
-    """Seed tokens: played note-ons grouped by grid step; a step with onsets gives one onset token."""
+    """Seed tokens: played note-ons grouped by grid step; a step with onsets gives one onset token.
 
-    def __init__(self) -> None:
+    Beats are the ones notes sounded at; ``swing`` un-swings them onto the straight grid.
+    """
+
+    def __init__(self, swing: Swing | None = None) -> None:
+        self.swing = swing or Swing()
         self.pending: dict[int, list[int]] = {}
 
     def note_on(self, key: tuple[int, int], beat: float) -> int:
-        step = onset_step(beat)
+        step = onset_step(self.swing.straight(beat))
         self.pending.setdefault(step, []).append(key[-1])
         return step
 
@@ -63,6 +74,7 @@ class OnsetSteps:
         """``(step, token)`` of every step closed by ``beat``, in step order."""
         if not self.pending:
             return []
+        beat = self.swing.straight(beat)
         done = sorted(step for step in self.pending if close_beat(step) <= beat)
         return [(step, token_rules.onset_token(self.pending.pop(step))) for step in done]
 
@@ -74,17 +86,19 @@ class GridSteps:
     """Grid tokens: every note that sounds (keyed ``(part, channel, pitch)``) -> one token per step.
 
     The player's notes come from the input, the model's from what the engine strikes and releases;
-    :meth:`close_due` gives every step from the first onset on, one after the other.
+    :meth:`close_due` gives every step from the first onset on, one after the other. Beats are the
+    ones notes sounded at; ``swing`` un-swings them onto the straight grid.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, swing: Swing | None = None) -> None:
+        self.swing = swing or Swing()
         self.onsets: dict[int, list[int]] = {}
         self.sounding: dict[tuple, int] = {}  # key -> onset step of the note
         self.ended: list[tuple[int, float]] = []  # (onset step, end beat) of released notes
         self.next_step: int | None = None  # the next step to close; None until something sounded
 
     def note_on(self, key: tuple, beat: float) -> int:
-        step = onset_step(beat)
+        step = onset_step(self.swing.straight(beat))
         self.onsets.setdefault(step, []).append(key[-1])
         if key in self.sounding:  # a re-strike ends the sounding one
             self.note_off(key, beat)
@@ -101,11 +115,12 @@ class GridSteps:
     def note_off(self, key: tuple, beat: float) -> None:
         step = self.sounding.pop(key, None)
         if step is not None:
-            self.ended.append((step, beat))
+            self.ended.append((step, self.swing.straight(beat)))
 
     def close_due(self, beat: float) -> list[tuple[int, str]]:
         """``(step, token)`` of every step closed by ``beat``, in step order."""
         found = []
+        beat = self.swing.straight(beat)
         while self.next_step is not None and close_beat(self.next_step) <= beat:
             step = self.next_step
             probe = step_beat(step) + HOLD_PROBE_BEATS

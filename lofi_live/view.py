@@ -36,7 +36,7 @@ STATE_STYLES = {"idle": "dim", "listening": "bold cyan", "responding": "bold mag
 class EngineStatus:
     """A snapshot of the engine for the view, never changed once made (all fields have neutral defaults)."""
 
-    clock: str = "internal"  # "internal" | "midi"
+    clock: str = "internal"  # "internal" | "midi" | "link"
     bpm: float = 120.0
     running: bool = False
     mode: str = "continue"
@@ -60,7 +60,7 @@ def render_header(status: EngineStatus) -> Table:
     grid = Table.grid(padding=(0, 2))
     for _ in range(4):
         grid.add_column()
-    clock = "MIDI clock" if status.clock == "midi" else "internal clock"
+    clock = {"midi": "MIDI clock", "link": "Ableton Link"}.get(status.clock, "internal clock")
     run_state = Text("running", style="bold green") if status.running else Text("stopped", style="bold red")
     state = Text(status.state, style=STATE_STYLES.get(status.state, ""))
     late = Text(str(status.late_steps), style="bold red" if status.late_steps else "green")

@@ -100,8 +100,9 @@ class Voices:
         if part != "thru":
             bound = now + self.max_note_beats * self.clock.seconds_per_beat
             off_time = bound if off_time is None else min(off_time, bound)
-        self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=max(1, min(127, velocity))))
-        self.guard.note_sent(time.perf_counter(), True, pitch)
+        velocity = max(1, min(127, velocity))
+        self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
+        self.guard.note_sent(time.perf_counter(), True, channel, pitch, velocity)
         self.sounding[key] = Sounding(gen, part, beat, off_beat)
         self.used_channels.add(channel)
         if off_time is not None:
@@ -113,7 +114,7 @@ class Voices:
         if entry is None:
             return
         self.send(mido.Message("note_off", channel=key[0], note=key[1], velocity=0))
-        self.guard.note_sent(time.perf_counter(), False, key[1])
+        self.guard.note_sent(time.perf_counter(), False, key[0], key[1], 0)
         if entry.part == "model" and entry.on_beat is not None:
             if beat is None or (entry.off_beat is not None and beat > entry.off_beat):
                 beat = entry.off_beat if entry.off_beat is not None else self.clock.beat_at(now)

@@ -136,6 +136,35 @@ def grid_errors_fit(times: Sequence[float], grid: float) -> list[float]:
     return [abs((t - ref - phase) - round((t - ref - phase) / grid) * grid) for t in times]
 
 
+def swung_grid_errors_fit(times: Sequence[float], bpm: float, swing_pct: float) -> list[float]:
+    """Onset errors (s) against the best-fitting swung grid: on-beats, and off-beats ``swing_pct`` %
+    through their beat (:class:`lofi_live.groove.Swing`, so 66 is the triplet).
+
+    The first onset is taken as an on-beat, then as an off-beat; each time the grid's phase is then
+    fitted (the median signed offset, so a constant delivery latency cancels out, as in
+    :func:`grid_errors_fit`), and the fit with the smaller total error is kept."""
+    from lofi_live.groove import Swing
+
+    if not times:
+        return []
+    beat = 60.0 / bpm
+    off_beat = Swing(swing_pct).fraction
+    points = (0.0, off_beat, 1.0)
+
+    def signed(position: float) -> float:  # from the nearest grid point, in beats
+        return min((position - point for point in points), key=abs)
+
+    best: list[float] = []
+    for first in (0.0, off_beat):
+        positions = [((t - times[0]) / beat + first) % 1.0 for t in times]
+        offsets = sorted(signed(p) for p in positions)
+        phase = offsets[len(offsets) // 2]
+        errors = [abs(signed((p - phase) % 1.0)) * beat for p in positions]
+        if not best or sum(errors) < sum(best):
+            best = errors
+    return best
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -197,13 +197,30 @@ def test_key_lock_only_plays_tokens_of_the_scale():
 
 def test_feedback_guard_ignores_own_notes_coming_back_within_the_window():
     guard = FeedbackGuard(0.03)
-    guard.note_sent(10.000, True, 60)
-    assert guard.is_echo(10.002, True, 60)  # came back 2 ms later
-    assert not guard.is_echo(10.003, True, 60)  # each sent note is matched once
-    guard.note_sent(10.000, False, 62)
-    assert not guard.is_echo(10.002, True, 62)  # a note-on is not the echo of a note-off
-    guard.note_sent(10.100, True, 64)
-    assert not guard.is_echo(10.200, True, 64)  # 100 ms later: the player, not an echo
+    guard.note_sent(10.000, True, 0, 60, 90)
+    assert guard.is_echo(10.002, True, 0, 60, 90)  # came back 2 ms later
+    assert not guard.is_echo(10.003, True, 0, 60, 90)  # each sent note is matched once
+    guard.note_sent(10.010, False, 0, 60, 0)
+    assert guard.is_echo(10.012, False, 0, 60, 0)  # the note-off of a note-on that came back
+    guard.note_sent(10.020, False, 0, 62, 0)
+    assert not guard.is_echo(10.022, True, 0, 62, 0)  # a note-on is not the echo of a note-off
+    guard.note_sent(10.100, True, 0, 64, 90)
+    assert not guard.is_echo(10.200, True, 0, 64, 90)  # 100 ms later: the player, not an echo
+
+
+def test_feedback_guard_keeps_a_player_doubling_the_models_notes():
+    guard = FeedbackGuard(0.03)
+    guard.note_sent(10.000, True, 0, 60, 90)
+    assert not guard.is_echo(10.003, True, 1, 60, 90)  # another channel
+    assert not guard.is_echo(10.003, True, 0, 60, 70)  # another velocity
+    guard.note_sent(10.200, False, 0, 60, 0)
+    # the player's note-off of their own note (its note-on was never an echo) is kept
+    assert not guard.is_echo(10.203, False, 0, 60, 0)
+    # order: once a later message came back, an earlier one no longer can
+    guard.note_sent(11.000, True, 0, 62, 90)
+    guard.note_sent(11.001, True, 0, 64, 90)
+    assert guard.is_echo(11.003, True, 0, 64, 90)
+    assert not guard.is_echo(11.004, True, 0, 62, 90)
 
 
 def test_engine_with_looped_output_never_answers_itself():
