@@ -234,9 +234,10 @@ def _reason(error: LofiError, path: str) -> str:
 
 def tokenize_files(
     folder: Path, files: Sequence[Path], workers: int, timeout_s: float, cache_dir: Path | None, kind: str = "seed",
-    tracks: str | None = None,
+    tracks: str | None = None, client: Any = None,
 ) -> Iterator[FileResult]:
-    """Yield one result per file: cache hits and bad files first, then parses in ``workers`` processes."""
+    """Yield one result per file: cache hits and bad files first, then parses in ``workers`` processes,
+    or on the Dask cluster of ``client`` (a ``distributed.Client``, see :mod:`training.cluster`)."""
     misses: list[tuple[str, str, str, float, str | None, str, str | None]] = []
     for file in files:
         result = hash_and_lookup(str(file), file.relative_to(folder).as_posix(), cache_dir, kind, tracks)
@@ -245,6 +246,11 @@ def tokenize_files(
                            kind, tracks))
         else:
             yield result
+    if client is not None:
+        from training.cluster import parse_on_dask
+
+        yield from parse_on_dask(client, misses, cache_dir)
+        return
     if workers <= 1 or len(misses) <= 1:
         for job in misses:
             yield parse_file(*job)
@@ -269,36 +275,56 @@ def prepare(
     progress: bool = True,
     kind: str = DEFAULT_TOKENS,
     tracks: str | None = None,
+    client: Any = None,
 ) -> dict[str, Any]:
-    """Tokenize a folder into a corpus dictionary (see docs/CORPUS_FORMAT.md); ``kind`` is seed or grid."""
+    """Tokenize a folder into a corpus dictionary (see docs/CORPUS_FORMAT.md); ``kind`` is seed or grid.
+
+    With a Dask ``client`` the parses run on its cluster instead of ``workers`` local processes.
+    """
+    files = select_files(folder, sample, seed)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    stream = tokenize_files(folder, files, workers, timeout_s, cache_dir, kind, tracks, client)
+    results = sorted(with_progress(stream, len(files), progress), key=lambda r: r.path)
+    return {
+        **corpus_header(folder, kind, tracks),
+        "files": [{"path": r.path, "sha256": r.sha256, "tokens": r.tokens} for r in results if r.tokens],
+        "failures": [{"path": r.path, "reason": r.reason} for r in results if not r.tokens],
+        "cached_files": sum(r.cached for r in results),
+    }
+
+
+def select_files(folder: Path, sample: int | None, seed: int) -> list[Path]:
+    """The MIDI files below ``folder`` (``sample`` of them drawn with ``seed``), sorted by relative path."""
     files = find_midi_files(folder)
     if sample is not None and sample < len(files):
         files = sorted(random.Random(seed).sample(files, sample), key=lambda p: p.relative_to(folder).as_posix())
-    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
-    results: list[FileResult] = []
-    stream = tokenize_files(folder, files, workers, timeout_s, cache_dir, kind, tracks)
-    if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return files
 
-        columns = (TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("tokenizing", total=len(files))
-            for result in stream:
-                results.append(result)
-                bar.advance(task)
-    else:
-        results = list(stream)
-    results.sort(key=lambda r: r.path)
+
+def corpus_header(folder: Path, kind: str, tracks: str | None) -> dict[str, Any]:
+    """The fields a corpus (one file, or a shard folder's index) holds besides its files and failures."""
     return {
         "format": CORPUS_FORMAT,
         "source": str(folder.resolve()),
         "tokens": kind,
         "rules": RULES[kind] + (f"; tracks named {tracks}" if tracks else ""),
-        "files": [{"path": r.path, "sha256": r.sha256, "tokens": r.tokens} for r in results if r.tokens],
-        "failures": [{"path": r.path, "reason": r.reason} for r in results if not r.tokens],
-        "cached_files": sum(r.cached for r in results),
     }
+
+
+def with_progress(stream: Iterator[FileResult], total: int, progress: bool) -> Iterator[FileResult]:
+    """Pass the results on, advancing a bar on stderr per file when ``progress`` (local and Dask runs alike)."""
+    if not progress:
+        yield from stream
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("tokenizing", total=total)
+        for result in stream:
+            yield result
+            bar.advance(task)
 
 
 def save_corpus(corpus: dict[str, Any], path: Path) -> None:
@@ -328,7 +354,12 @@ def _gunzip(data: bytes, file: Path) -> bytes:
 
 
 def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a corpus file; any problem is a one-line :class:`LofiError` naming the file."""
+    """Read and check a corpus file, or a shard folder (:mod:`training.cluster`) whole; any problem is a
+    one-line :class:`LofiError` naming the file."""
+    if Path(path).is_dir():
+        from training.cluster import load_shards
+
+        return load_shards(Path(path))
     file, size = checked_file(path, "a corpus file (make one with lofi-train prepare)", MAX_CORPUS_BYTES,
                               missing="no such corpus file")
     if size == 0:
@@ -344,6 +375,11 @@ def load_corpus(path: str | os.PathLike) -> dict[str, Any]:
         raise LofiError(f"{file}: not a corpus file (JSON nested too deeply)") from None
     except (ValueError, EOFError, zlib.error) as error:
         raise LofiError(f"{file}: not a corpus file (invalid JSON or gzip: {str(error).splitlines()[0]})") from None
+    return check_corpus(corpus, file)
+
+
+def check_corpus(corpus: Any, file: Path) -> dict[str, Any]:
+    """A parsed corpus checked field by field (files as path + token strings, at least one file)."""
     if (not isinstance(corpus, dict) or corpus.get("format") != CORPUS_FORMAT
             or not isinstance(corpus.get("files"), list)):
         raise LofiError(f"{file}: not a corpus file (expected a JSON object with format {CORPUS_FORMAT} and files)")
@@ -371,7 +407,7 @@ def corpus_tokens(corpus: dict[str, Any]) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="folder searched for *.mid/*.midi files")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="CORPUS",
-                        help="corpus file to write (.json, or .json.gz for gzip)")
+                        help="corpus file to write (.json, or .json.gz for gzip); with --shard-files, a folder")
     parser.add_argument("--tokens", choices=TOKENIZATIONS, default=DEFAULT_TOKENS,
                         help="grid: one token per 0.5 beat with hold and rest (default, mido); "
                         "seed: the seed article's onset tokens (music21, exact)")
@@ -381,6 +417,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, metavar="N", help="tokenize only N files drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="random seed for --sample (default 0)")
     parser.add_argument("--workers", type=int, metavar="N", help="parser processes (default: all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="parse on the Dask cluster of this scheduler, e.g. tcp://HOST:8786 ([cluster] extra); "
+                        "the files must be readable at the same path on its workers")
+    parser.add_argument("--shard-files", type=int, metavar="N",
+                        help="write -o as a folder of gzip JSON-lines shards of N files each plus index.json, "
+                        "so the corpus need not fit in memory")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SEC",
                         help=f"time limit per file (default {DEFAULT_TIMEOUT_S:g} s)")
     parser.add_argument("--cache", type=Path, metavar="DIR",
@@ -397,13 +439,23 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError("--tracks works with --tokens grid (the seed rules read the first instrument part)")
     if args.tokens == "seed":
         require("music21")  # the seed rules are music21's; grid tokens need only mido
+    if args.shard_files is not None and args.shard_files < 1:
+        raise LofiError(f"--shard-files must be at least 1, not {args.shard_files}")
     cache = None if args.no_cache else (args.cache or default_cache_dir())
+    if args.scheduler or args.shard_files:
+        from training import cluster
+
+        return cluster.run_prepare(args, cache)
     corpus = prepare(args.data_dir, args.sample, args.seed, args.workers, args.timeout, cache,
                      progress=sys.stderr.isatty(), kind=args.tokens, tracks=args.tracks)
     save_corpus(corpus, args.output)
     tokens = sum(len(f["tokens"]) for f in corpus["files"])
-    print(f"{args.output}: {len(corpus['files'])} files, {tokens} {args.tokens} tokens "
-          f"({corpus['cached_files']} from cache), {len(corpus['failures'])} failed")
-    for failure in corpus["failures"]:
-        print(f"  failed: {failure['path']}: {failure['reason']}")
+    report(args.output, len(corpus["files"]), tokens, corpus["cached_files"], corpus["failures"], args.tokens)
     return 0
+
+
+def report(output: Path, files: int, tokens: int, cached: int, failures: Sequence[dict[str, str]], kind: str) -> None:
+    """The summary line of a prepare run (one corpus file or a shard folder), then one line per failed file."""
+    print(f"{output}: {files} files, {tokens} {kind} tokens ({cached} from cache), {len(failures)} failed")
+    for failure in failures:
+        print(f"  failed: {failure['path']}: {failure['reason']}")

@@ -18,6 +18,10 @@ data and model options: an option this command sets to another value than the ru
 ``--init-from`` fine-tunes another run's weights (same preset and vocabulary, e.g. a
 model pre-trained on POP909 fine-tuned on LoFi loops); ``--vocab-from`` / ``--vocab-corpus`` share
 one vocabulary between such runs.
+
+A corpus given as a shard folder (``prepare --shard-files``) is streamed, never held whole
+(:mod:`training.stream`); ``--strategy mirrored|multiworker`` trains under ``tf.distribute`` with a step of
+our own, the chief alone writing the run folder (:mod:`training.strategy`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -39,6 +43,10 @@ from lofi_live.model_format import encode_inputs
 from training import sequences
 from training.corpus import corpus_tokens, load_corpus
 from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, custom_objects, get_preset
+from training.strategy import STRATEGIES, check_tf_config, distributed_fit, is_chief, make_strategy, scope
+
+if TYPE_CHECKING:
+    from training.stream import StreamedWindows
 
 RUN_FORMAT = 1
 CHECKPOINT_RE = re.compile(r"^weights-improvement-(\d+)-([0-9.]+|nan|inf)\.keras$")
@@ -257,8 +265,8 @@ def build_data(
 
 
 def make_dataset(
-    windows: sequences.WindowSet, encoding: str, vocab: int, batch_size: int, shuffle: bool, seed: int,
-    sequence: bool = False,
+    windows: sequences.WindowSet | StreamedWindows, encoding: str, vocab: int, batch_size: int, shuffle: bool,
+    seed: int, sequence: bool = False,
 ) -> Any:
     """A tf.data pipeline cutting windows out of the flat index array batch by batch.
 
@@ -266,6 +274,8 @@ def make_dataset(
     function the runtime feeds the exported graphs with). Targets are ``[N]`` (the token after the
     window), or ``[N, window]`` with ``sequence`` (the next token at every position, ``ids[s+1 : s+window+1]``).
     """
+    if not isinstance(windows, sequences.WindowSet):  # streamed shards: training.stream.StreamedWindows
+        return windows.dataset(encoding, batch_size, shuffle, seed, sequence)
     import tensorflow as tf
 
     ids = tf.constant(windows.ids)
@@ -445,6 +455,7 @@ def fit(args: argparse.Namespace) -> int:
     from training.tfsetup import quiet_keras, require
 
     run_dir: Path = args.output
+    chief = is_chief(args.strategy)  # under --strategy multiworker only the chief writes the run folder
     stored = load_run(run_dir) if (run_dir / "run.json").exists() else None
     resume = stored is not None and (run_dir / "last.keras").exists()
     if stored is not None:
@@ -454,11 +465,16 @@ def fit(args: argparse.Namespace) -> int:
                                 else "restarting the run (no epoch was saved)")
               + " on its own corpora and options" + (f" (kept from the run: {', '.join(kept)})" if kept else ""))
     else:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if chief and run_dir.exists() and any(run_dir.iterdir()):
             raise LofiError(f"{run_dir}: folder exists and is not a run (no run.json): choose another -o")
         options = new_options(args)
         vocabulary = shared_vocabulary(args.vocab_from, args.init_from)
-    fields, train_windows, val_windows = build_data(options, vocabulary)
+    if any(Path(p).is_dir() for p in options["corpora"]):  # shard folders: streamed, never held whole
+        from training.stream import build_stream_data
+
+        fields, train_windows, val_windows = build_stream_data(options, vocabulary)
+    else:
+        fields, train_windows, val_windows = build_data(options, vocabulary)
     if stored is not None:
         check_same_data(stored, fields, run_dir)
     data = fields["data"]
@@ -469,20 +485,25 @@ def fit(args: argparse.Namespace) -> int:
               + ("" if options.get("loop_short") else " (--loop-short repeats them until they do)"))
     preset = get_preset(options["preset"])
     keras = quiet_keras(options["seed"])
+    strategy = make_strategy(args.strategy)  # before any other TensorFlow work, as tf.distribute requires
     require("matplotlib")  # curves.png, drawn when training ends: a missing one must not cost the run
     vocab = len(fields["vocabulary"])
     epochs_done = int(stored["epochs_done"]) if resume else 0
-    if resume:
-        model = load_model(run_dir / "last.keras", compile=True)
-    elif options["init_from"]:
-        model = fine_tuning_start(Path(options["init_from"]), preset.name, options["window"])
-        print(f"{run_dir}: fine-tuning from {options['init_from']}")
-    else:
-        model = preset.build(vocab, options["window"])
-    if not resume and options.get("learning_rate"):
-        compile_model(model, "seed" if preset.name == "seed" else "adam", sequence=preset.sequence,
-                      learning_rate=options["learning_rate"])
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with scope(strategy):
+        if resume:
+            model = load_model(run_dir / "last.keras", compile=True)
+        elif options["init_from"]:
+            model = fine_tuning_start(Path(options["init_from"]), preset.name, options["window"])
+            print(f"{run_dir}: fine-tuning from {options['init_from']}")
+        else:
+            model = preset.build(vocab, options["window"])
+        if not resume and options.get("learning_rate"):
+            compile_model(model, "seed" if preset.name == "seed" else "adam", sequence=preset.sequence,
+                          learning_rate=options["learning_rate"])
+        if strategy is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its variables mirrored too, made here not in a step
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
     run = {
         "format": RUN_FORMAT,
         "preset": preset.name,
@@ -496,7 +517,8 @@ def fit(args: argparse.Namespace) -> int:
         "epochs_done": epochs_done,
         "versions": {"keras": keras.__version__, "tensorflow": _tf_version()},
     }
-    _write_json(run_dir / "run.json", run)
+    if chief:
+        _write_json(run_dir / "run.json", run)
     if epochs_done >= args.epochs:
         print(f"{run_dir}: already trained {epochs_done} epochs; raise --epochs to train more")
         return 0
@@ -514,7 +536,8 @@ def fit(args: argparse.Namespace) -> int:
     # Sequence presets keep the checkpoint whose last window position (what the live engine
     # predicts from) scores best: their all-position loss mostly rates predictions from short context.
     monitor = ("val_" if val_data is not None else "") + ("last_loss" if preset.sequence else "loss")
-    renumber_history(run_dir)  # a run begun when history.csv counted epochs from 0 goes on counting from 1
+    if chief:
+        renumber_history(run_dir)  # a run begun when history.csv counted epochs from 0 goes on counting from 1
     history = read_history(run_dir)
     best = min((row[monitor] for row in history if monitor in row), default=None)
     print(f"{run_dir}: {preset.name} preset, vocabulary {vocab}, {len(train_windows)} training windows "
@@ -528,9 +551,15 @@ def fit(args: argparse.Namespace) -> int:
         _History(run_dir / "history.csv", keras),
         _EpochEnd(run_dir, run, keras),
     ]
-    model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=epochs_done,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
-              verbose=1 if sys.stdout.isatty() else 2)
+    if strategy is None:
+        model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=epochs_done,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, shuffle=False,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    else:
+        distributed_fit(strategy, model, train_data, val_data, steps_per_epoch or -(-len(train_windows) // batch_size),
+                        -(-len(val_windows) // batch_size), epochs_done, args.epochs, preset.sequence, callbacks, chief)
+    if not chief:
+        return 0
     plot_curves(read_history(run_dir), run_dir / "curves.png")
     print(f"{run_dir}: best checkpoint {best_checkpoint(run_dir).name}; curves in {run_dir / 'curves.png'}")
     return 0
@@ -566,7 +595,8 @@ def _EpochEnd(run_dir: Path, run: dict[str, Any], keras: Any) -> Any:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("corpora", type=Path, nargs="+", metavar="CORPUS", help="corpus files from lofi-train prepare")
+    parser.add_argument("corpora", type=Path, nargs="+", metavar="CORPUS",
+                        help="corpus files from lofi-train prepare; a shard folder (prepare --shard-files) is streamed")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="RUN_DIR",
                         help="run folder (an existing run is resumed)")
     parser.add_argument("--preset", choices=sorted(PRESETS),
@@ -603,6 +633,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, metavar="LR",
                         help="optimizer step size (default: the preset's, Adam 2e-3); e.g. 5e-4 to fine-tune")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the split, shuffling and weights")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="none",
+                        help="none (default): one process; mirrored: every GPU of this machine; multiworker: one "
+                        "process per machine, the cluster read from TF_CONFIG, worker 0 writes the run folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -613,6 +646,8 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError(f"--learning-rate must be in (0, 1), not {args.learning_rate:g}")
     if not 0 <= args.val_fraction < 1:
         raise LofiError(f"--val-fraction must be in [0, 1), not {args.val_fraction:g}")
+    if args.strategy == "multiworker":
+        check_tf_config()
     for source in filter(None, (args.init_from, args.vocab_from)):
         if not source.exists():
             raise LofiError(f"{source}: no such run folder or checkpoint")
