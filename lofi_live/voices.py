@@ -101,8 +101,10 @@ class Voices:
             bound = now + self.max_note_beats * self.clock.seconds_per_beat
             off_time = bound if off_time is None else min(off_time, bound)
         velocity = max(1, min(127, velocity))
-        self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
+        # stamped before sending: the echo can arrive (and be stamped by the input thread) before this
+        # thread runs again, when the machine is busy
         self.guard.note_sent(time.perf_counter(), True, channel, pitch, velocity)
+        self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
         self.sounding[key] = Sounding(gen, part, beat, off_beat)
         self.used_channels.add(channel)
         if off_time is not None:
@@ -113,8 +115,8 @@ class Voices:
         entry = self.sounding.pop(key, None)
         if entry is None:
             return
+        self.guard.note_sent(time.perf_counter(), False, key[0], key[1], 0)  # before sending, as for note-ons
         self.send(mido.Message("note_off", channel=key[0], note=key[1], velocity=0))
-        self.guard.note_sent(time.perf_counter(), False, key[0], key[1], 0)
         if entry.part == "model" and entry.on_beat is not None:
             if beat is None or (entry.off_beat is not None and beat > entry.off_beat):
                 beat = entry.off_beat if entry.off_beat is not None else self.clock.beat_at(now)

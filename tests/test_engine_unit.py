@@ -686,3 +686,22 @@ def test_accompany_mode_shows_responding_whenever_the_model_plays():
     assert shown[1] == "listening"  # the player plays, the model waits for the first token to close
     assert shown[29] == "idle"
     sim.close()
+
+
+def test_an_echo_that_arrives_while_the_engine_thread_is_still_sending_is_recognised():
+    """The loopback can deliver (and the input thread stamp) a note before ``send`` even returns on a busy
+    machine: the engine notes what it sends before sending, so such an echo is still its own."""
+    from lofi_live.clock import InternalClock
+    from lofi_live.voices import Voices
+
+    guard = FeedbackGuard(0.03)
+    arrivals: list[tuple[float, mido.Message]] = []
+
+    def looped_port(message: mido.Message) -> None:
+        arrivals.append((time.perf_counter(), message))  # the echo, stamped on arrival
+        time.sleep(0.005)  # the sending thread descheduled before send returns
+
+    voices = Voices(looped_port, guard, InternalClock(120.0), max_note_beats=8.0, channels={0})
+    voices.note_on(0, 60, 90, "model", None)
+    voices.note_off((0, 60), time.perf_counter(), None)
+    assert [guard.is_echo(stamp, m.type == "note_on", m.channel, m.note, m.velocity) for stamp, m in arrivals] == [True, True]
