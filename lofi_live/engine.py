@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import mido
+import numpy as np
 
 from lofi_live import actions
 from lofi_live import tokens as token_rules
@@ -476,13 +477,25 @@ class Engine:
             job.token = model.encode([tokens[replay.pos % len(tokens)]])[0]
             lookahead.ready(job)
             return
-        allowed = self.keylock.mask(self.timeline)
+        allowed = self._opening(self.keylock.mask(self.timeline))
         if replay is not None:  # mutate: the old context and what this response played so far
             sequence = model.encode(replay.response.context + replay.response.tokens)
             job = Job(step, len(sequence), sequence[-model.window :], allowed, model, replay.stream)
         else:
             job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model)
         lookahead.submit(job)
+
+    def _opening(self, allowed: Any) -> Any:
+        """A grid model's response opens with an onset, never ``hold`` or ``rest``.
+
+        The silence before a response is the player's pause (already in the window as rests); a
+        response that opened with more of it could stay silent for its whole length, and a hold
+        would hold nothing. Later steps are the network's own choice.
+        """
+        if self.model.tokens != "grid" or self.conductor.response_open:
+            return allowed
+        onsets = np.array([not token_rules.is_rhythm(t) for t in self.model.vocabulary], dtype=bool)
+        return onsets if allowed is None else np.asarray(allowed, dtype=bool) & onsets
 
     def _send_state(self) -> None:
         """Announce idle/listening/responding on the controls' state CC, when one is mapped."""

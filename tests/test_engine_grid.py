@@ -109,3 +109,18 @@ def test_a_seed_model_still_hears_only_onsets():
     assert tokens[:2] == ["0.4.7", "9.0.4"]  # the chord, then the model's answer from step 8
     assert "hold" not in tokens and "rest" not in tokens and sim.model_steps()[0] == 8
     sim.close()
+
+
+def test_a_response_opens_with_an_onset_even_when_the_network_would_rest():
+    """The pause before a response is the player's: the model's first step is a note or chord, never a rest
+    or a hold, and from then on the network chooses (here: a rest after the chord)."""
+    follow = {"C4": "rest", "rest": "rest", "hold": "rest", "0.4.7": "rest"}
+    sim = Sim(model=grid_model(follow), response_bars=1)
+    sim.engine.prime(["C4"])
+    sim.engine.plan(0)
+    sim.run(8)
+    tokens = sim.engine.timeline.tokens("model")
+    assert tokens and tokens[0] not in ("rest", "hold"), tokens
+    assert tokens[1:4] == ["rest", "rest", "rest"], tokens  # after the opening, the network's own rests
+    assert _by_step(sim, "on"), "the response sounded nothing"
+    sim.close()
