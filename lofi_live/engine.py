@@ -135,6 +135,7 @@ class Engine:
         self.intake = Intake(self.odd, guard, cfg.in_channel, cfg.clock == "midi", controls)
         channels = {cfg.out_channel} | ({cfg.metronome} if cfg.metronome is not None else set())
         self.voices = Voices(send, guard, self.clock, cfg.max_note_beats, channels, session)
+        self._onset_masks: dict[int, np.ndarray] = {}  # per model: the tokens a response may open with
         self.timeline = Timeline(model.window, max_rests=MAX_RESTS if self.grid else None)
         self.swing = Swing(cfg.swing)
         self.humanize = Humanize(cfg.humanize, cfg.seed)
@@ -492,9 +493,13 @@ class Engine:
         response that opened with more of it could stay silent for its whole length, and a hold
         would hold nothing. Later steps are the network's own choice.
         """
-        if self.model.tokens != "grid" or self.conductor.response_open:
+        model = self.model
+        if model.tokens != "grid" or self.conductor.response_open:
             return allowed
-        onsets = np.array([not token_rules.is_rhythm(t) for t in self.model.vocabulary], dtype=bool)
+        onsets = self._onset_masks.get(id(model))
+        if onsets is None:  # once per model, not on every response
+            onsets = np.array([not token_rules.is_rhythm(t) for t in model.vocabulary], dtype=bool)
+            self._onset_masks[id(model)] = onsets
         return onsets if allowed is None else np.asarray(allowed, dtype=bool) & onsets
 
     def _send_state(self) -> None:

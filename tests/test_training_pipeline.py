@@ -298,7 +298,7 @@ def short_context_differences(model_path: Path, checkpoint: Path) -> tuple[list[
     step graph, 0 where the model has none)."""
     from lofi_live.model import Model
     from lofi_live.model_format import encode_inputs
-    from training.fit import load_model
+    from training.runs import load_model
     from training.presets import last_position
 
     network = load_model(checkpoint)
@@ -323,7 +323,7 @@ def test_every_short_context_reads_alike_on_real_exports(run_dir: Path, corpus: 
     """docs/MODEL_FORMAT.md, "Short contexts": a context of 1..window tokens is read as it is, from zero
     state, by Keras, the window graph, the step graph, and both stepper paths, for a Sequential preset
     (step + window graphs) and for lstm-attention (a window graph only)."""
-    from training.fit import best_checkpoint
+    from training.runs import best_checkpoint
 
     attention = tmp_path / "attention"
     assert lofi_train(["fit", str(corpus), "-o", str(attention), "--preset", "lstm-attention", "--epochs", "1",

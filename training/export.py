@@ -31,7 +31,7 @@ from lofi_live import model_format
 from lofi_live.errors import LofiError
 from lofi_live.loop_cache import LoopCache
 from lofi_live.model_format import Graph, encode_inputs, state_names, state_output
-from training.fit import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
+from training.runs import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
 from training.presets import last_position
 
 PARITY_TOLERANCE = 1e-4
