@@ -5,8 +5,8 @@ boundaries (``docs/LIVE_ENGINE.md``):
 
 * ``temperature``: the setting now, the sampler from its next token (a message to the inference
   thread, which owns the sampler);
-* ``tempo``: the grid re-anchors at the beat the control arrived on and the recording gets the new
-  tempo there; ``--clock link`` proposes it to the session (every peer follows); ``--clock midi``:
+* ``tempo``: the grid re-anchors at the moment the engine applies it (within a millisecond or so of its
+  arrival; never back in time, so no step already sent moves) and the recording gets the new tempo there; ``--clock link`` proposes it to the session (every peer follows); ``--clock midi``:
   ignored, logged once;
 * ``mode``, ``response_bars``, ``key_lock``: settings the next step uses;
 * ``panic``: the computed token is dropped, every sounding note ends, then CC 123 on every channel
@@ -39,7 +39,7 @@ log = logging.getLogger("lofi_live.engine")
 
 
 def apply(engine: Engine, action: Any, now: float) -> None:
-    """Apply one action (``kind`` and ``value``) that arrived at ``now`` (perf_counter seconds)."""
+    """Apply one action (``kind`` and ``value``) at ``now`` (perf_counter seconds)."""
     name, value = action.kind, action.value
     conductor = engine.conductor
     if name == "temperature" and value is not None:

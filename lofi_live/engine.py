@@ -327,10 +327,14 @@ class Engine:
     def _drain(self, deadline: float) -> None:
         """Handle queued input until ``deadline`` (sleeping on the queue when it is empty)."""
         for stamp, message in self.intake.receive(deadline):
-            self._handle(message, stamp)
+            self._handle(message, stamp, time.perf_counter())
 
-    def _handle(self, message: mido.Message, stamp: float) -> None:
-        """One input message: decoded (bad input is ignored there), then acted on."""
+    def _handle(self, message: mido.Message, stamp: float, now: float | None = None) -> None:
+        """One input message that arrived at ``stamp``, acted on at ``now`` (default: ``stamp``).
+
+        A note keeps its arrival stamp (that is when it was played). A control takes effect when it is
+        applied: a tempo change anchored at an earlier arrival would move beats that were already sent
+        (and read by the view and the journal) under the old tempo."""
         event = self.intake.decode(message, stamp)
         if isinstance(event, Note):
             self._note(event)
@@ -338,7 +342,7 @@ class Engine:
             actions.transport(self, event)
         elif isinstance(event, Control):
             for action in event.actions:
-                self.apply(action, event.stamp)
+                self.apply(action, event.stamp if now is None else max(now, event.stamp))
 
     # ------------------------------------------------------------------------------------------
     # Played notes
@@ -516,7 +520,7 @@ class Engine:
     # MIDI control
 
     def apply(self, action: Any, now: float | None = None) -> None:
-        """Apply one control action that arrived at ``now`` (default: this moment): :mod:`lofi_live.actions`."""
+        """Apply one control action at ``now`` (default: this moment): :mod:`lofi_live.actions`."""
         actions.apply(self, action, time.perf_counter() if now is None else now)
         self._publish()
 

@@ -234,3 +234,26 @@ def test_accompany_mode_shows_responding_whenever_the_model_plays():
     assert shown[1] == "listening"  # the player plays, the model waits for the first token to close
     assert shown[29] == "idle"
     sim.close()
+
+
+def test_a_tempo_control_applied_late_moves_no_beat_already_read():
+    """The engine thread may drain a control well after it arrived (a loaded machine): the grid then
+    re-anchors when it is applied, so a beat read meanwhile under the old tempo never jumps."""
+    import time
+
+    from lofi_live.controls import ControlMap
+    from lofi_live.engine import Engine, EngineConfig
+
+    engine = Engine(FakeModel(), Sampler(0.0, None, 1), send=lambda m: None, controls=ControlMap({"tempo": 22}),
+                    config=EngineConfig(bpm=60, realtime=False))
+    engine.clock.start(time.perf_counter() - 10.0)
+    arrived = time.perf_counter() - 0.2  # it waited 200 ms on the queue
+    t0 = time.perf_counter()
+    b0 = engine.clock.beat_at(t0)
+    engine.intake.queue.put((arrived, _cc(22, 127)))  # to 180 BPM
+    engine._drain(time.perf_counter() + 0.01)
+    t1 = time.perf_counter()
+    b1 = engine.clock.beat_at(t1)
+    assert engine.clock.bpm == pytest.approx(180)
+    # at most 180 BPM between the two readings (anchored at its arrival, it jumped 0.4 beat ahead)
+    assert 0 <= b1 - b0 <= (t1 - t0) * 3 + 1e-6, (b0, b1)

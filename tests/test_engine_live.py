@@ -188,9 +188,8 @@ def _run_at_180(tmp_path, seconds: float, flood: bool) -> tuple[Engine, list[flo
     marks = _journal_marks(session.journal_path)
     assert len(marks) >= seconds * 10 and marks == sorted(marks), "journal marks out of order"
     # every beat the journal was given moved on with time at a tempo the controls allow (60..180 BPM):
-    # a half-changed tempo (a new anchor with an old beat, or the reverse) jumps back or far ahead. (A
-    # control re-anchors the grid at its arrival time; the input is drained within a millisecond or so,
-    # far less than the 50 ms between flushes, so no flush falls between a control's arrival and its effect.)
+    # a half-changed tempo (a new anchor with an old beat, or the reverse), or one anchored back in time
+    # at a control's arrival while beats after it were already read, jumps back or far ahead
     for (t0, b0), (t1, b1) in zip(flushed, flushed[1:]):
         assert -1e-9 <= b1 - b0 <= (t1 - t0) * 180 / 60 * 1.001 + 1e-6, ((t0, b0), (t1, b1))
     return engine, sorted(engine.emission_errors)
