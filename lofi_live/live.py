@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     from lofi_live.engine import Engine, EngineConfig
     from lofi_live.generate import make_sampler
     from lofi_live.model import Model
-    from lofi_live.ports import MidiPorts
+    from lofi_live.live_ports import MidiPorts
     from lofi_live.sampling import DEFAULT_MAX_REPEAT
     from lofi_live.session import Session
 

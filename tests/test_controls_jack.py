@@ -26,7 +26,7 @@ from jack_helpers import (
 )
 from lofi_live.controls import ControlMap, load_config
 from lofi_live.engine import Engine, EngineConfig
-from lofi_live.ports import MidiPorts
+from lofi_live.live_ports import MidiPorts
 from lofi_live.sampling import Sampler
 from lofi_live.view import render
 

@@ -22,7 +22,7 @@ from jack_helpers import Listener, Player, connect, engine_ports, unique
 from lofi_live import grid_tokens
 from lofi_live.engine import Engine, EngineConfig
 from lofi_live.groove import ACCENT, Swing
-from lofi_live.ports import MidiPorts
+from lofi_live.live_ports import MidiPorts
 from lofi_live.sampling import Sampler
 from lofi_live.session import Session
 

@@ -12,7 +12,8 @@ import pytest
 
 from jack_helpers import ROOT, Player, Listener, connect, unique
 from lofi_live.errors import LofiError
-from lofi_live.ports import BACKEND_ENV, MidiPorts, backend_name, match_port
+from lofi_live.live_ports import MidiPorts
+from lofi_live.ports import BACKEND_ENV, backend_name, match_port
 
 
 def lofi(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:

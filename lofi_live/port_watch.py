@@ -1,0 +1,252 @@
+"""Watching the MIDI system: whether it is still there, and which ports it has right now.
+
+A studio loses things while playing: the JACK server (or PipeWire) restarts, a USB keyboard is
+unplugged, a DAW quits. :class:`lofi_live.live_ports.MidiPorts` asks a monitor, a few times a second
+and whenever the monitor wakes it, what is there, and turns the differences into :class:`PortEvent`\\ s.
+
+What each backend offers:
+
+* JACK: a client of the JACK-Client package (no ports of its own) gets the server's shutdown callback
+  (a stopped, killed or crashed server is known within milliseconds) and the port registration
+  callback (a client that quits wakes the watcher at once); it lists the ports, and while the server
+  is down it tries to connect again (``no_start_server``: it never starts one itself). Without the
+  package (no ``libjack.so.0`` found), a probe client is opened on each poll instead.
+* ALSA, CoreMIDI, Windows MM: nothing pushes changes through rtmidi, so the port lists are polled
+  (the ALSA sequencer itself is there while ``/dev/snd/seq`` is).
+
+Both libjack copies in the process (the system's, and the one python-rtmidi's wheel carries) print
+their complaints about a lost server on stderr, over the terminal view; they are routed to the
+``lofi_live.ports`` log at debug level instead (:func:`route_jack_messages`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+log = logging.getLogger("lofi_live.ports")
+
+#: What a :class:`PortEvent` is about: the whole MIDI system, or one of the two ports.
+SCOPES = ("system", "input", "output")
+#: Human names of the MIDI systems, for the one-line messages.
+SYSTEM_NAMES = {"jack": "the JACK server", "alsa": "the ALSA sequencer", "coremidi": "CoreMIDI",
+                "winmm": "Windows MIDI"}
+
+
+@dataclass(frozen=True)
+class PortEvent:
+    """Something the musician must know about: ``kind`` ``lost`` or ``back``, for ``scope`` (one of
+    :data:`SCOPES`), ``name`` saying what in words ("the JACK server", "MIDI input 'Keys:out'")."""
+
+    kind: str
+    scope: str
+    name: str
+
+
+def stable_name(name: str, backend: str) -> str:
+    """A port's name without the numbers a backend gives it anew when the device comes back.
+
+    ALSA lists ``Keystation:Keystation MIDI 1 20:0``, and the ``20:0`` (client and port number)
+    changes when the device is plugged in again; Windows MM appends the device index
+    (``USB Keys 1``), which changes when devices are added or removed. JACK and CoreMIDI names stay.
+    """
+    if backend == "alsa":
+        return re.sub(r" \d+:\d+$", "", name)
+    if backend == "winmm":
+        return re.sub(r" \d+$", "", name)
+    return name
+
+
+def returned_port(resolved: str, wanted: str, names: list[str], backend: str) -> str | None:
+    """The port to reconnect to among ``names``: the same name, else the same device with a new
+    number, else the one port matching what ``--in``/``--out`` asked for; None while none is there."""
+    from lofi_live.errors import LofiError
+    from lofi_live.ports import match_port
+
+    if resolved in names:
+        return resolved
+    same_device = [name for name in names if stable_name(name, backend) == stable_name(resolved, backend)]
+    if len(same_device) == 1:
+        return same_device[0]
+    try:
+        return match_port(wanted, names, "port")
+    except LofiError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# libjack's messages
+
+
+_routed: list[Any] = []  # the callbacks given to C: kept alive for the life of the process
+
+
+def route_jack_messages() -> None:
+    """Send both libjack copies' error and info messages to the debug log instead of stderr."""
+    if _routed:
+        return
+
+    def to_log(message: Any) -> None:
+        text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
+        log.debug("libjack: %s", text)
+
+    try:
+        import jack
+
+        jack.set_error_function(to_log)
+        jack.set_info_function(to_log)
+    except (ImportError, OSError, AttributeError):
+        pass
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(to_log)
+    _routed.append(callback)
+    try:
+        import rtmidi
+    except ImportError:  # pragma: no cover - a broken install
+        return
+    here = os.path.dirname(os.path.dirname(os.path.abspath(rtmidi.__file__)))
+    for path in glob.glob(os.path.join(here, "python_rtmidi*", "libjack*.so*")):
+        try:
+            library = ctypes.CDLL(path)  # the copy rtmidi already loaded: the same handle
+            library.jack_set_error_function(callback)
+            library.jack_set_info_function(callback)
+        except (OSError, AttributeError):
+            continue
+
+
+# --------------------------------------------------------------------------------------------
+# Monitors
+
+
+class ListingMonitor:
+    """Polls the port lists through one long-lived pair of rtmidi clients (ALSA, CoreMIDI, Windows MM,
+    and JACK without the JACK-Client package)."""
+
+    def __init__(self, backend: str, wake: threading.Event):
+        from lofi_live.ports import PortLister
+
+        self.backend = backend
+        self._lister_class = PortLister
+        self._lister: Any = PortLister(backend)
+        self._wake = wake
+
+    def alive(self) -> bool:
+        """Whether the MIDI system is still there (checked on every poll)."""
+        if self.backend == "alsa":
+            return os.path.exists("/dev/snd/seq")
+        if self.backend == "jack":
+            from lofi_live.ports import jack_running
+
+            return jack_running()
+        return True
+
+    def sources(self) -> list[str]:
+        return self._lister.inputs()
+
+    def destinations(self) -> list[str]:
+        return self._lister.outputs()
+
+    def lost(self) -> None:
+        """The system is gone: its clients are dead; close them now, while it is down."""
+        self.close()
+
+    def reconnect(self) -> bool:
+        """Try to reach the system again (called while it is gone); True once it answers."""
+        if not self.alive():
+            return False
+        try:
+            self._lister = self._lister_class(self.backend)
+        except Exception:  # noqa: BLE001 - still not there
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._lister is not None:
+            self._lister.close()
+            self._lister = None
+
+
+class JackMonitor:
+    """The JACK server through a port-less JACK-Client client: its shutdown and port callbacks wake
+    the watcher; the shutdown callback alone decides that the server is gone."""
+
+    def __init__(self, name: str, wake: threading.Event):
+        import jack
+
+        self._jack = jack
+        self._name = name
+        self._wake = wake
+        self._down = threading.Event()
+        self._client: Any = None
+        if not self.reconnect():
+            from lofi_live.errors import LofiError
+
+            raise LofiError("--backend jack: no JACK server running")
+
+    def _open(self) -> Any:
+        from lofi_live.ports import quiet_stderr
+
+        with quiet_stderr():
+            client = self._jack.Client(self._name, no_start_server=True)
+        client.set_shutdown_callback(self._on_shutdown)
+        client.set_port_registration_callback(self._on_port, only_available=False)
+        client.activate()
+        return client
+
+    def _on_shutdown(self, status: Any, reason: str) -> None:  # noqa: ARG002 - JACK's thread: flag and wake only
+        self._down.set()
+        self._wake.set()
+
+    def _on_port(self, port: Any, registered: bool) -> None:  # noqa: ARG002 - JACK's thread: wake only
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return self._client is not None and not self._down.is_set()
+
+    def sources(self) -> list[str]:
+        return [port.name for port in self._client.get_ports(is_midi=True, is_output=True)]
+
+    def destinations(self) -> list[str]:
+        return [port.name for port in self._client.get_ports(is_midi=True, is_input=True)]
+
+    def lost(self) -> None:
+        """Close the dead client while the server is down (closing it under a new server crashes libjack)."""
+        self.close()
+
+    def reconnect(self) -> bool:
+        try:
+            client = self._open()
+        except Exception:  # noqa: BLE001 - JackOpenError: no server yet
+            return False
+        self._down.clear()
+        self._client = client
+        return True
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.deactivate()
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def make_monitor(backend: str, name: str, wake: threading.Event) -> JackMonitor | ListingMonitor:
+    """The best monitor the backend offers (JACK: JACK-Client when it loads, else polling)."""
+    if backend == "jack":
+        route_jack_messages()
+        try:
+            return JackMonitor(f"{name} watch", wake)
+        except (ImportError, OSError):  # no JACK-Client, or no libjack.so.0 for it
+            log.debug("JACK-Client is not usable: polling the JACK server instead")
+    return ListingMonitor(backend, wake)
+
+
+#: What the watcher calls with each event (the engine queues it for its own thread).
+EventSink = Callable[[PortEvent], None]
