@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("lofi_live.generate", "generate a continuation offline and write a .mid"),
     "evaluate": ("lofi_live.evaluate", "measure a model's next-token accuracy on a MIDI folder"),
     "bench": ("lofi_live.bench", "benchmark per-step latency, memory and start-up time"),
-    "export": ("lofi_live.session", "convert a saved session or journal to a .mid"),
+    "export": ("lofi_live.export", "convert a saved session or journal to a .mid"),
     "plot": ("lofi_live.plot", "draw a session .mid as a piano roll PNG"),
 }
 

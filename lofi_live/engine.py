@@ -8,7 +8,8 @@ The pieces, each owning its part (``docs/LIVE_ENGINE.md`` tells the whole story)
 * :mod:`lofi_live.conductor`: the modes' policy: when the model plays and for how long;
 * :mod:`lofi_live.inference`: the look-ahead and the inference thread (stepper and sampler);
 * :mod:`lofi_live.voices`: note-ons, held notes, timed note-offs, All Notes Off, the metronome;
-* :mod:`lofi_live.actions`: what the controller's actions and the DAW's transport do.
+* :mod:`lofi_live.actions`: what the controller's actions and the DAW's transport do;
+* :mod:`lofi_live.outage`: holding safely while the MIDI system or a port is gone, and going on after.
 
 Threads
     * the MIDI input thread (rtmidi's) only calls :meth:`Engine.on_message` (stamp and queue);
@@ -29,7 +30,8 @@ Faults
     Only the decoding of a MIDI message may be treated as bad input (:mod:`lofi_live.intake`). A
     fault in the engine's own logic (a stepper or a sampler that raises, on any clock) ends the loop:
     every sounding note gets its note-off, All Notes Off goes to every channel used, ``error`` holds
-    the cause and ``lofi-live run`` says it in one line and exits non-zero.
+    the cause and ``lofi-live run`` says it in one line and exits non-zero. The MIDI system or a
+    port going away is no fault of the engine's: it holds and goes on (:mod:`lofi_live.outage`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any, Callable, Sequence
 import mido
 import numpy as np
 
-from lofi_live import actions
+from lofi_live import actions, outage
 from lofi_live import tokens as token_rules
 from lofi_live.clock import InternalClock, MidiClock, make_clock, step_beat
 from lofi_live.conductor import STEPS_PER_BAR, Conductor
@@ -54,6 +56,7 @@ from lofi_live.grid_tokens import MAX_RESTS
 from lofi_live.groove import Dynamics, Humanize, Swing
 from lofi_live.inference import InferenceWorker, Job, KeyLock, LookAhead
 from lofi_live.intake import Control, FeedbackGuard, Intake, Note, Oddities, Transport
+from lofi_live.port_watch import PortEvent
 from lofi_live.timeline import GridSteps, OnsetSteps, Timeline
 from lofi_live.tokens import GRID_BEATS
 from lofi_live.view import EngineStatus
@@ -145,6 +148,7 @@ class Engine:
         if self.grid:
             self.voices.on_model_off = lambda key, beat: self.steps.note_off(("model", *key), beat)
         self.conductor = Conductor(cfg)
+        self.outages = outage.Outages()
         self.lookahead = LookAhead()
         self.worker: InferenceWorker | None = None
         self.keylock = KeyLock(model.vocabulary, key, scale)
@@ -203,6 +207,10 @@ class Engine:
     def on_message(self, message: mido.Message) -> None:
         """The input port's callback (MIDI input thread): stamp and queue, nothing else."""
         self.intake.on_message(message)
+
+    def on_port_event(self, event: PortEvent) -> None:
+        """The port watcher's callback: queued with the input, so it is handled in order with the notes."""
+        self.intake.on_message(event)
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -335,6 +343,10 @@ class Engine:
         A note keeps its arrival stamp (that is when it was played). A control takes effect when it is
         applied: a tempo change anchored at an earlier arrival would move beats that were already sent
         (and read by the view and the journal) under the old tempo."""
+        if isinstance(message, PortEvent):
+            outage.handle(self, message, stamp)
+            self._publish()
+            return
         event = self.intake.decode(message, stamp)
         if isinstance(event, Note):
             self._note(event)
@@ -348,6 +360,9 @@ class Engine:
     # Played notes
 
     def _note(self, note: Note) -> None:
+        if self.outages.holding:  # nobody hears the model: recorded, not answered
+            outage.note_while_holding(self, note.channel, note.pitch, note.velocity, note.on, self.clock.beat_at(note.stamp))
+            return
         if self.config.thru:
             self.voices.thru(note.channel, note.pitch, note.velocity, note.on)
         clock = self.clock
@@ -371,6 +386,8 @@ class Engine:
             self.recent.append((step, "player", (note.pitch,)))
         else:
             if not conductor.player_off(key, grid_beat):
+                if outage.late_release(self, note.channel, note.pitch, beat):
+                    return
                 self.odd("orphan_off", "note-off without a note-on: ignored")
                 return
             session.note_off(beat, "player", note.pitch, note.channel)
@@ -378,7 +395,7 @@ class Engine:
 
     def close_steps(self, now: float) -> None:
         """Tokens of the steps that closed by ``now`` into the timeline (grid models: then plan)."""
-        if not self.clock.running:
+        if not self.clock.running or self.outages.holding:
             return
         for step, token in self.steps.close_due(self.clock.beat_at(now)):
             if self.grid:
@@ -424,7 +441,7 @@ class Engine:
             self.conductor.rested()
         if not isinstance(self.clock, InternalClock) and step % STEPS_PER_BAR == 0:  # MIDI, Link
             actions.record_tempo(self, step)
-        if cfg.metronome is not None and step % 2 == 0:
+        if cfg.metronome is not None and step % 2 == 0 and not self.outages.holding:
             self.voices.click(when, cfg.metronome, step % STEPS_PER_BAR == 0)
             if index is None:
                 self.emission_errors.append(time.perf_counter() - when)
@@ -471,6 +488,8 @@ class Engine:
     def plan(self, step: int) -> None:
         """Start computing the token for ``step`` if the model plays then."""
         model, conductor, lookahead = self.model, self.conductor, self.lookahead
+        if self.outages.holding:  # nobody would hear it
+            return
         if not conductor.should_play(step, self.clock.bpm, len(self.timeline) > 0):
             return
         if lookahead.job is not None:  # still computing an earlier (late) token: it will serve this step
@@ -551,6 +570,7 @@ class Engine:
             recent=tuple(self.recent),
             last_tokens=tuple(self.timeline.tokens(last=8)),
             cc_map=tuple(controls.as_dict().items()) if hasattr(controls, "as_dict") else (),
+            notice=self.outages.shown(self._published),
         )
 
     def snapshot(self) -> EngineStatus:

@@ -267,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     # Input goes to --learn's inbox first, then to the engine.
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     deliver = [inbox.put if args.learn else engine.on_message]
-    ports = MidiPorts(args.backend, lambda message: deliver[0](message), args.in_port, args.out_port, args.name)
+    ports = MidiPorts(args.backend, lambda message: deliver[0](message), args.in_port, args.out_port, args.name,
+                      on_event=engine.on_port_event)
     session = None
     stop = threading.Event()
     previous: dict[int, object] = {}

@@ -117,6 +117,7 @@ class MidiPorts:
         self.output: Any = None
         self.faults = 0
         self.system_up = True
+        self._stale: list[Any] = []  # ports of a MIDI system that went away, closed when it is back
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         try:
@@ -245,15 +246,17 @@ class MidiPorts:
                 log.debug("port watcher", exc_info=True)
 
     def _system_lost(self) -> None:
+        """Drop both ports at once; their dead clients are closed once the system is back (closing a
+        JACK client while its server shuts down deadlocks both)."""
         self.system_up = False
-        stale = [self._take("input"), self._take("output")]
+        self._stale += [port for port in (self._take("input"), self._take("output")) if port is not None]
         self._emit(PortEvent("lost", "system", SYSTEM_NAMES[self.backend]))
         self._monitor.lost()
-        for port in stale:  # while the system is down: closing them under a new JACK server crashes libjack
-            _close_quietly(port)
 
     def _system_back(self) -> None:
         """The system answers again: the virtual ports under their names, the named ones if they are there."""
+        while self._stale:  # one at a time, before opening new ones (libjack: about a second each)
+            _close_quietly(self._stale.pop())
         opened: dict[str, Any] = {}
         for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
             if spec.wanted is not None and returned_port(spec.resolved or spec.wanted, spec.wanted,
@@ -311,8 +314,9 @@ class MidiPorts:
             time.sleep(drain)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5)  # it may be closing a dead client (about a second each)
-        for attr in ("input", "output"):
-            _close_quietly(self._take(attr))
+        for port in [self._take("input"), self._take("output"), *self._stale]:
+            _close_quietly(port)
+        self._stale = []
         monitor = getattr(self, "_monitor", None)
         if monitor is not None:
             monitor.close()

@@ -153,17 +153,18 @@ class ListingMonitor:
         return self._lister.outputs()
 
     def lost(self) -> None:
-        """The system is gone: its clients are dead; close them now, while it is down."""
-        self.close()
+        """The system is gone; its dead clients are closed once it is back (see :class:`JackMonitor`)."""
 
     def reconnect(self) -> bool:
         """Try to reach the system again (called while it is gone); True once it answers."""
         if not self.alive():
             return False
         try:
-            self._lister = self._lister_class(self.backend)
+            lister = self._lister_class(self.backend)
         except Exception:  # noqa: BLE001 - still not there
             return False
+        self.close()
+        self._lister = lister
         return True
 
     def close(self) -> None:
@@ -216,16 +217,19 @@ class JackMonitor:
         return [port.name for port in self._client.get_ports(is_midi=True, is_input=True)]
 
     def lost(self) -> None:
-        """Close the dead client while the server is down (closing it under a new server crashes libjack)."""
-        self.close()
+        """Leave the dead client alone: closing it while the server shuts down deadlocks both (the
+        server waits for it), and closing it under a new server crashes libjack. It is forgotten
+        when the server is back (:meth:`reconnect`)."""
 
     def reconnect(self) -> bool:
         try:
             client = self._open()
         except Exception:  # noqa: BLE001 - JackOpenError: no server yet
             return False
+        dead, self._client = self._client, client
+        if dead is not None:
+            dead._ptr = self._jack._ffi.NULL  # never closed (see lost); its few bytes stay
         self._down.clear()
-        self._client = client
         return True
 
     def close(self) -> None:

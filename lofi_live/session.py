@@ -1,4 +1,4 @@
-"""Recording a live session: the crash-safe journal, the two-track ``.mid``, and ``lofi-live export``.
+"""Recording a live session: the crash-safe journal and the two-track ``.mid`` (``lofi-live export``: :mod:`lofi_live.export`).
 
 The engine thread records notes and tempo changes; the main thread flushes and closes::
 
@@ -18,7 +18,6 @@ the ``.mid`` that :meth:`Session.close` wrote.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -37,12 +36,14 @@ from lofi_live.midifile import TICKS_PER_BEAT, NoteEvent, write_midi
 
 #: First word of a journal's header line.
 MAGIC = "lofi-live-journal"
-#: Version of the journal format written here; readers refuse newer ones.
-FORMAT_VERSION = 1
+#: Version of the journal format written here; readers refuse newer ones (2 added ``gap`` and ``back``).
+FORMAT_VERSION = 2
 #: The two parts of a session, in track order; other part names get tracks after them.
 PARTS = ("player", "model")
 #: Journal record kinds that are not part names.
-RESERVED = frozenset({"tempo", "mark", "end"})
+RESERVED = frozenset({"tempo", "mark", "end", "gap", "back"})
+#: Record kinds that carry a text: what went away, what came back.
+OUTAGE_KINDS = ("gap", "back")
 #: Journals above this size are refused (a ten-hour flood would not reach it).
 MAX_JOURNAL_BYTES = 512 * 1024 * 1024
 #: Tempo changes smaller than this (BPM) are not written to the ``.mid`` (MIDI-clock jitter).
@@ -52,7 +53,7 @@ _PART_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 class Event(NamedTuple):
-    """One journal record. ``kind`` is ``on``, ``off``, ``tempo``, ``mark`` or ``end``."""
+    """One journal record. ``kind`` is ``on``, ``off``, ``tempo``, ``mark``, ``end``, ``gap`` or ``back``."""
 
     beat: float
     kind: str
@@ -61,6 +62,7 @@ class Event(NamedTuple):
     velocity: int = 0
     channel: int = 0
     bpm: float = 0.0
+    text: str = ""  # gap, back: what went away or came back
 
 
 def format_event(event: Event) -> str:
@@ -70,6 +72,8 @@ def format_event(event: Event) -> str:
         return f"{beat} {event.part} {event.kind} {event.pitch} {event.velocity} {event.channel}\n"
     if event.kind == "tempo":
         return f"{beat} tempo {float(event.bpm)!r}\n"
+    if event.kind in OUTAGE_KINDS:
+        return f"{beat} {event.kind} {event.text}\n"
     return f"{beat} {event.kind}\n"
 
 
@@ -96,6 +100,10 @@ def _check_part(part: str) -> str:
     if not isinstance(part, str) or not _PART_RE.match(part) or part in RESERVED:
         raise ValueError(f"part must be a word like 'player' or 'model', not {part!r}")
     return part
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _check_bpm(bpm: float) -> float:
@@ -198,13 +206,24 @@ def write_session_midi(path: str | os.PathLike, data: SessionData, end_beat: flo
         clipped.append((part, kept))
     bpm, changes = tempo_map(data)
     target = write_midi(path, clipped, bpm)
-    if changes:
-        _add_tempo_changes(target, changes)
+    markers = [(event.beat, marker_text(event)) for event in outages(data)]
+    if changes or markers:
+        _add_to_tempo_track(target, changes, markers)
     return target
 
 
-def _add_tempo_changes(target: Path, changes: Sequence[tuple[float, float]]) -> None:
-    """Insert ``set_tempo`` messages into the tempo track of a file :func:`write_midi` wrote."""
+def outages(data: SessionData) -> list[Event]:
+    """The ``gap`` and ``back`` records: when the MIDI system or a port went away, and came back."""
+    return sorted((event for event in data.events if event.kind in OUTAGE_KINDS), key=lambda event: event.beat)
+
+
+def marker_text(event: Event) -> str:
+    """A ``gap``/``back`` record as the ``.mid`` marker says it."""
+    return f"{event.kind}: {event.text}".rstrip(": ")
+
+
+def _add_to_tempo_track(target: Path, changes: Sequence[tuple[float, float]], markers: Sequence[tuple[float, str]]) -> None:
+    """Insert ``set_tempo`` messages and markers into the tempo track of a file :func:`write_midi` wrote."""
     midi = mido.MidiFile(target)
     meta = midi.tracks[0]
     timed: list[tuple[int, int, mido.MetaMessage]] = []
@@ -215,6 +234,8 @@ def _add_tempo_changes(target: Path, changes: Sequence[tuple[float, float]]) -> 
             timed.append((tick, order, message))
     for beat, bpm in changes:
         timed.append((round(beat * TICKS_PER_BEAT), len(timed) + 10**6, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm))))
+    for beat, text in markers:
+        timed.append((max(0, round(beat * TICKS_PER_BEAT)), len(timed) + 10**6, mido.MetaMessage("marker", text=text)))
     timed.sort(key=lambda item: (item[0], item[1]))
     track = mido.MidiTrack()
     now = 0
@@ -262,6 +283,8 @@ def parse_event(line: str) -> Event:
         if len(words) != 3:
             raise ValueError("a tempo line is: BEAT tempo BPM")
         return Event(beat, "tempo", bpm=_check_bpm(float(words[2])))
+    if kind in OUTAGE_KINDS:
+        return Event(beat, kind, text=" ".join(words[2:]))
     if kind in ("mark", "end"):
         if len(words) != 2:
             raise ValueError(f"a {kind} line is: BEAT {kind}")
@@ -418,6 +441,14 @@ class Session:
         beat 0 it sets the file's tempo."""
         self._add(Event(_finite(beat, "beat"), "tempo", bpm=_check_bpm(bpm)))
 
+    def gap(self, beat: float, what: str) -> None:
+        """``what`` (the MIDI system, a port) went away at ``beat``: a gap starts in the recording."""
+        self._add(Event(_finite(beat, "beat"), "gap", text=_one_line(what)))
+
+    def back(self, beat: float, what: str) -> None:
+        """``what`` came back at ``beat``."""
+        self._add(Event(_finite(beat, "beat"), "back", text=_one_line(what)))
+
     def flush(self, beat: float | None = None) -> None:
         """Write the pending journal lines in one ``write``, flush and ``fsync`` them.
 
@@ -496,75 +527,3 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# lofi-live export
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Convert a saved session journal (FILE.mid.journal, written by 'lofi-live run --record FILE.mid') "
-        "to a two-track .mid; --recover restores a journal left by a crash."
-    )
-    parser.add_argument("session", nargs="?", metavar="SESSION",
-                        help="a finished session's journal (FILE.mid.journal, or FILE.mid when its journal is beside it)")
-    parser.add_argument("--recover", metavar="JOURNAL",
-                        help="a journal left by a crash or kill: restore every note up to its last flushed line; "
-                             "notes without a note-off end at the last journaled beat")
-    parser.add_argument("-o", "--output", metavar="OUT.mid",
-                        help="the .mid to write (default: the journal's name without .journal; "
-                             "with --recover, NAME.recovered.mid)")
-
-
-def _journal_of(session: str) -> Path:
-    path = Path(session)
-    beside = Path(f"{path}.journal")
-    if path.suffix.lower() in (".mid", ".midi") and beside.exists():
-        return beside
-    return path
-
-
-def _default_output(journal: Path, recover: bool) -> Path:
-    name = journal.name[: -len(".journal")] if journal.name.endswith(".journal") else journal.name + ".mid"
-    if recover:
-        stem = name[:-4] if name.lower().endswith(".mid") else name
-        name = f"{stem}.recovered.mid"
-    return journal.with_name(name)
-
-
-def export(journal: str | os.PathLike, output: str | os.PathLike, recover: bool = False) -> tuple[Path, SessionData]:
-    """Convert a journal to a ``.mid``; the function behind ``lofi-live export``."""
-    journal = Path(journal)
-    data = read_journal(journal, recover=recover)
-    if not recover and not data.ended:
-        raise LofiError(
-            f"{journal}: the session did not end cleanly (no 'end' line); "
-            f"use 'lofi-live export --recover {journal} -o OUT.mid'"
-        )
-    target = Path(output)
-    if target.resolve() == journal.resolve():
-        raise LofiError(f"{target}: the output would overwrite the journal")
-    if target.is_dir():
-        raise LofiError(f"{target}: is a folder; -o needs a .mid file name")
-    try:
-        write_session_midi(target, data, data.end_beat())
-    except OSError as error:
-        raise LofiError(f"{target}: cannot write ({error.strerror or error})") from None
-    return target, data
-
-
-def run(args: argparse.Namespace) -> int:
-    if bool(args.session) == bool(args.recover):
-        raise LofiError("give either SESSION or --recover JOURNAL (one of them)")
-    recover = bool(args.recover)
-    journal = Path(args.recover) if recover else _journal_of(args.session)
-    output = Path(args.output) if args.output else _default_output(journal, recover)
-    target, data = export(journal, output, recover)
-    notes = events_to_notes(data.events, data.end_beat())
-    counts = ", ".join(f"{len(part_notes)} {part}" for part, part_notes in notes.items())
-    print(f"wrote {target}: {counts} notes, {data.end_beat():g} beats at {tempo_map(data)[0]:g} BPM")
-    if data.skipped:
-        lines = ", ".join(map(str, data.skipped[:5])) + (" ..." if len(data.skipped) > 5 else "")
-        print(f"skipped {len(data.skipped)} unreadable or truncated line(s) of {journal}: line {lines}", file=sys.stderr)
-    return 0

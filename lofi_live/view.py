@@ -54,6 +54,7 @@ class EngineStatus:
     recent: tuple[tuple[int, str, tuple[int, ...]], ...] = ()  # (step, part, pitches)
     last_tokens: tuple[str, ...] = ()
     cc_map: tuple[tuple[str, int], ...] = ()  # (action, CC number)
+    notice: str = ""  # the MIDI system or a port went away or came back (lofi_live.outage)
 
 
 def render_header(status: EngineStatus) -> Table:
@@ -147,8 +148,10 @@ def render(status: EngineStatus) -> RenderableType:
     else:
         pairs = "none (--config / --learn)"
     controls = Text.assemble(("CC map ", "dim"), pairs)
+    notice = [Text(status.notice, style="bold red" if " is gone: " in status.notice else "bold green")] if status.notice else []
     return Group(
         Text("lofi-live", style="bold"),
+        *notice,
         render_header(status),
         Text(""),
         render_roll(status.recent, status.step),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -214,3 +216,46 @@ def engine_command(model: Path, name: str, *extra: str) -> list[str]:
 def engine_ports(name: str) -> tuple[str, str]:
     """(the engine's input port to play into, its output port to listen to) on JACK."""
     return f"{name}:{name}", f"{name} Out:{name}"
+
+
+class MidiDump:
+    """``jack_midi_dump`` under its own client name, writing what it hears to a file as it hears it."""
+
+    def __init__(self, path: Path, name: str | None = None):
+        self.name = name or unique("lofi-dump")
+        self.jack_name = f"{self.name}:input"
+        self.path = path
+        rate = subprocess.run(["jack_samplerate"], capture_output=True, text=True, timeout=10).stdout
+        self.rate = int(rate.split()[0])
+        command = ["jack_midi_dump", "-a", self.name]
+        if shutil.which("stdbuf"):  # one line as soon as it is printed, so the test can wait on it
+            command = ["stdbuf", "-oL", *command]
+        with self.path.open("w") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
+        wait_for_ports([self.jack_name], proc=self.proc)
+
+    def messages(self) -> list[tuple[float, mido.Message]]:
+        """``(seconds since the dump started, message)`` for every complete line so far."""
+        heard = []
+        for line in self.path.read_text().splitlines():
+            frames, _, rest = line.partition(":")
+            data = []
+            for field in rest.split():
+                if len(field) != 2:
+                    break
+                try:
+                    data.append(int(field, 16))
+                except ValueError:
+                    break
+            if frames.strip().isdigit() and data:
+                heard.append((int(frames) / self.rate, mido.Message.from_bytes(data)))
+        return heard
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)

@@ -41,13 +41,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import mido
 import pytest
 
 from jack_helpers import (
     ROOT,
+    MidiDump,
     Player,
     connect,
     engine_ports,
@@ -75,49 +75,6 @@ CHORD_SPREAD_S = 0.004
 #: seconds after the phrase at which the player sends every note-off again
 SWEEPS_S = (0.3, 0.8)
 C_MINOR = {0, 2, 3, 5, 7, 8, 10}
-
-
-class MidiDump:
-    """``jack_midi_dump`` under its own client name, writing what it hears to a file as it hears it."""
-
-    def __init__(self, folder: Path):
-        self.name = unique("lofi-dump")
-        self.jack_name = f"{self.name}:input"
-        self.path = folder / "dump.txt"
-        rate = subprocess.run(["jack_samplerate"], capture_output=True, text=True, timeout=10).stdout
-        self.rate = int(rate.split()[0])
-        command = ["jack_midi_dump", "-a", self.name]
-        if shutil.which("stdbuf"):  # one line as soon as it is printed, so the test can wait on it
-            command = ["stdbuf", "-oL", *command]
-        with self.path.open("w") as out:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL)
-        wait_for_ports([self.jack_name], proc=self.proc)
-
-    def messages(self) -> list[tuple[float, mido.Message]]:
-        """``(seconds since the dump started, message)`` for every complete line so far."""
-        heard = []
-        for line in self.path.read_text().splitlines():
-            frames, _, rest = line.partition(":")
-            data = []
-            for field in rest.split():
-                if len(field) != 2:
-                    break
-                try:
-                    data.append(int(field, 16))
-                except ValueError:
-                    break
-            if frames.strip().isdigit() and data:
-                heard.append((int(frames) / self.rate, mido.Message.from_bytes(data)))
-        return heard
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 def _sleep_until(when: float) -> None:
@@ -222,7 +179,7 @@ def test_default_model_answers_held_chords_with_held_notes_in_key(seed, tmp_path
     dump = player = None
     try:
         wait_for_ports([engine_in, engine_out], timeout=60, proc=proc)
-        dump, player = MidiDump(tmp_path), Player(jack_server)
+        dump, player = MidiDump(tmp_path / "dump.txt"), Player(jack_server)
         connect(engine_out, dump.jack_name)
         connect(player.jack_name, engine_in)
         time.sleep(0.3)

@@ -27,6 +27,8 @@ note_events = st.builds(
 other_events = st.one_of(
     st.builds(lambda b, bpm: Event(b, "tempo", bpm=bpm), beats, st.floats(1.0, 1000.0)),
     st.builds(lambda b: Event(b, "mark"), beats),
+    st.builds(lambda b, kind, what: Event(b, kind, text=what), beats, st.sampled_from(["gap", "back"]),
+              st.sampled_from(["the JACK server", "MIDI output 'Synth:midi_in'"])),
 )
 events = st.one_of(note_events, other_events)
 
