@@ -5,11 +5,13 @@ The pieces, each owning its part (``docs/LIVE_ENGINE.md`` tells the whole story)
 * :mod:`lofi_live.intake`: what the MIDI input thread hands over, decoded; the feedback guard;
 * :mod:`lofi_live.timeline`: played (and, for grid models, sounded) notes -> one token per step,
   the model's tokens beside them, the window the model reads;
+* :mod:`lofi_live.played`: a played note: passed through, recorded, tokenized, told to the conductor;
 * :mod:`lofi_live.conductor`: the modes' policy: when the model plays and for how long;
 * :mod:`lofi_live.inference`: the look-ahead and the inference thread (stepper and sampler);
 * :mod:`lofi_live.voices`: note-ons, held notes, timed note-offs, All Notes Off, the metronome;
 * :mod:`lofi_live.actions`: what the controller's actions and the DAW's transport do;
-* :mod:`lofi_live.outage`: holding safely while the MIDI system or a port is gone, and going on after.
+* :mod:`lofi_live.outage`: holding safely while the MIDI system or a port is gone, and going on after;
+* :mod:`lofi_live.report`: the view's snapshot and the figures of a run.
 
 Threads
     * the MIDI input thread (rtmidi's) only calls :meth:`Engine.on_message` (stamp and queue);
@@ -37,7 +39,6 @@ Faults
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 from collections import deque
@@ -47,7 +48,7 @@ from typing import Any, Callable, Sequence
 import mido
 import numpy as np
 
-from lofi_live import actions, outage
+from lofi_live import actions, outage, played, report
 from lofi_live import tokens as token_rules
 from lofi_live.clock import InternalClock, MidiClock, make_clock, step_beat
 from lofi_live.conductor import STEPS_PER_BAR, Conductor
@@ -96,14 +97,6 @@ class EngineConfig:
     start_delay: float = 0.2  # seconds from start() to beat 0 (internal clock)
     spin: float = SPIN_SECONDS
     realtime: bool = True  # try a real-time priority for the engine thread
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
-    return ordered[k]
 
 
 class Engine:
@@ -349,7 +342,7 @@ class Engine:
             return
         event = self.intake.decode(message, stamp)
         if isinstance(event, Note):
-            self._note(event)
+            played.note(self, event)
         elif isinstance(event, Transport):
             actions.transport(self, event)
         elif isinstance(event, Control):
@@ -358,40 +351,6 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------
     # Played notes
-
-    def _note(self, note: Note) -> None:
-        if self.outages.holding:  # nobody hears the model: recorded, not answered
-            outage.note_while_holding(self, note.channel, note.pitch, note.velocity, note.on, self.clock.beat_at(note.stamp))
-            return
-        if self.config.thru:
-            self.voices.thru(note.channel, note.pitch, note.velocity, note.on)
-        clock = self.clock
-        if not clock.running:
-            self.odd("stopped", "notes played while the clock is stopped (MIDI Stop, Link session stopped) are not recorded")
-            return
-        beat = clock.beat_at(note.stamp)  # as played: recorded, and tokenized by the timeline
-        grid_beat = self.swing.straight(beat)  # the conductor counts silence on the model's straight grid
-        key = (note.channel, note.pitch)
-        conductor, session = self.conductor, self.session
-        if note.on:
-            new_phrase = conductor.player_last_beat is None or conductor.player_silent(grid_beat, clock.bpm)
-            self.dynamics.played(note.velocity, new_phrase)
-            if key in conductor.held:
-                session.note_off(beat, "player", note.pitch, note.channel)
-                self.steps.note_off(("player", *key), beat)
-            if conductor.player_on(key, grid_beat):
-                self.lookahead.cancel()
-            session.note_on(beat, "player", note.pitch, note.velocity, note.channel)
-            step = self.steps.note_on(("player", *key), beat)
-            self.recent.append((step, "player", (note.pitch,)))
-        else:
-            if not conductor.player_off(key, grid_beat):
-                if outage.late_release(self, note.channel, note.pitch, beat):
-                    return
-                self.odd("orphan_off", "note-off without a note-on: ignored")
-                return
-            session.note_off(beat, "player", note.pitch, note.channel)
-            self.steps.note_off(("player", *key), beat)
 
     def close_steps(self, now: float) -> None:
         """Tokens of the steps that closed by ``now`` into the timeline (grid models: then plan)."""
@@ -549,29 +508,7 @@ class Engine:
     def _publish(self) -> None:
         """Publish a new immutable snapshot for the view (engine thread)."""
         self._published = time.perf_counter()
-        latencies = sorted(self.lookahead.recent_latencies)
-        controls = self.controls
-        self.status = EngineStatus(
-            clock=self.clock.source,
-            bpm=self.clock.bpm,
-            running=self.clock.running and not self._ended,
-            mode=self.conductor.mode,
-            state=self.state,
-            key=self.keylock.shown,
-            provider=getattr(self.model, "provider", "cpu"),
-            model=getattr(self.model, "name", ""),
-            response_bars=self.config.response_bars,
-            loop=self.conductor.replay is not None and self.conductor.replay.kind == "loop",
-            temperature=self.temperature,
-            step_latency_ms=statistics.median(latencies) * 1e3 if latencies else 0.0,
-            step_latency_p99_ms=_percentile(latencies, 99) * 1e3,
-            step=max(self.step, 0),
-            late_steps=self.lookahead.late_steps,
-            recent=tuple(self.recent),
-            last_tokens=tuple(self.timeline.tokens(last=8)),
-            cc_map=tuple(controls.as_dict().items()) if hasattr(controls, "as_dict") else (),
-            notice=self.outages.shown(self._published),
-        )
+        self.status = report.status_of(self)
 
     def snapshot(self) -> EngineStatus:
         """The engine's latest published status (safe from any thread: it is never changed)."""
@@ -579,16 +516,4 @@ class Engine:
 
     def stats(self) -> dict[str, float]:
         """Figures of the whole run, for the line printed at exit (read once the engine has stopped)."""
-        latencies = list(self.lookahead.latencies)
-        errors = list(self.emission_errors)
-        return {
-            "steps": self.step + 1,
-            "played_steps": self.played_steps,
-            "late_steps": self.lookahead.late_steps,
-            "latency_median_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
-            "latency_p99_ms": _percentile(latencies, 99) * 1e3,
-            "emission_median_ms": statistics.median(errors) * 1e3 if errors else 0.0,
-            "emission_p99_ms": _percentile(errors, 99) * 1e3,
-            "echoes_ignored": self.intake.guard.ignored,
-            "messages_in": self.intake.messages_in,
-        }
+        return report.stats_of(self)

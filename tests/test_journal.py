@@ -168,6 +168,30 @@ def test_export_of_a_finished_session_matches_its_mid(tmp_path: Path, capsys: py
     assert midi_notes(mido.MidiFile(tmp_path / "again.mid")) == midi_notes(mido.MidiFile(out))
 
 
+def test_a_gap_in_the_session_is_a_marker_in_the_mid_and_a_line_of_export(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    session = Session(120.0, tmp_path / "gap.mid")
+    session.note_on(0.0, "player", 60, 100)
+    session.note_off(0.5, "player", 60)
+    session.gap(2.25, "the JACK server")
+    session.back(8.5, "the JACK server")
+    session.note_on(9.0, "model", 67, 80)
+    session.close(end_beat=10.0)
+    assert "2.25 gap the JACK server\n" in session.journal_path.read_text()
+    for path in (tmp_path / "gap.mid", tmp_path / "exported.mid"):
+        if path.name == "exported.mid":
+            code, stdout, _ = _run_cli(capsys, "export", str(session.journal_path), "-o", str(path))
+            assert code == 0
+            assert "beat 2.25: gap: the JACK server" in stdout and "beat 8.50: back: the JACK server" in stdout
+        midi = mido.MidiFile(path)
+        tick, markers = 0, []
+        for message in midi.tracks[0]:
+            tick += message.time
+            if message.type == "marker":
+                markers.append((tick / midi.ticks_per_beat, message.text))
+        assert markers == [(2.25, "gap: the JACK server"), (8.5, "back: the JACK server")]
+
+
 def test_export_refuses_an_unfinished_journal_and_recover_restores_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _journal(tmp_path, ["0.0 player on 60 100 0\n", "0.5 player off 60 0 0\n", "1.0 model on 64 80 0\n", "3.5 mark\n", "4.0 model on 6"])
     code, _, err = _run_cli(capsys, "export", str(path), "-o", str(tmp_path / "x.mid"))
