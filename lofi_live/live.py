@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import signal
 import sys
@@ -145,9 +146,25 @@ def _check(args: argparse.Namespace) -> None:
 
 
 class _Logging(logging.Handler):
+    """One line per message on the terminal's stderr.
+
+    While a port is opened or closed, C libraries' noise is kept off the terminal by pointing file
+    descriptor 2 elsewhere for a moment (:func:`lofi_live.ports.quiet_stderr`), from whichever thread
+    does it; the lines are written to a copy of the original descriptor, so none is lost then. Under
+    the live view (which takes ``sys.stderr`` to print above itself) they go through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stderr = sys.stderr
+        try:
+            self._stream = open(os.dup(sys.stderr.fileno()), "w", buffering=1, closefd=True)
+        except (AttributeError, OSError, ValueError):  # no real descriptor (an embedding, a test capture)
+            self._stream = None
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(f"lofi-live: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+            stream = self._stream if self._stream is not None and sys.stderr is self._stderr else sys.stderr
+            print(f"lofi-live: {record.levelname.lower()}: {record.getMessage()}", file=stream, flush=True)
         except Exception:  # noqa: BLE001 - never let logging break playing
             pass
 

@@ -40,6 +40,8 @@ log = logging.getLogger("lofi_live.ports")
 
 #: How often the watcher looks at least (seconds); JACK's callbacks wake it sooner.
 POLL_SECONDS = 0.25
+#: The longest a port may take to close (libjack takes about a second for a client of a dead server).
+CLOSE_SECONDS = 3.0
 
 
 def _jack_name(appeared: set[str], client: str, port: str) -> str | None:
@@ -71,6 +73,19 @@ def _close_quietly(port: Any) -> None:
     if port is not None:
         with contextlib.suppress(Exception), quiet_stderr():
             port.close()
+
+
+def _close_within(ports: list[Any], seconds: float) -> bool:
+    """Close ``ports`` one after the other on a helper thread, waiting at most ``seconds``: a dead
+    client that never answers must not hang the session (the helper is a daemon: it dies with the
+    process). False when they were not all closed in time."""
+    ports = [port for port in ports if port is not None]
+    if not ports:
+        return True
+    closer = threading.Thread(target=lambda: [_close_quietly(port) for port in ports], name="lofi-port-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    return not closer.is_alive()
 
 
 @dataclass
@@ -255,8 +270,9 @@ class MidiPorts:
 
     def _system_back(self) -> None:
         """The system answers again: the virtual ports under their names, the named ones if they are there."""
-        while self._stale:  # one at a time, before opening new ones (libjack: about a second each)
-            _close_quietly(self._stale.pop())
+        stale, self._stale = self._stale, []  # one at a time, before opening new ones (libjack: about a second each)
+        if not _close_within(stale, CLOSE_SECONDS * len(stale)):
+            log.debug("the dead clients of the MIDI system did not close in time: going on without them")
         opened: dict[str, Any] = {}
         for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
             if spec.wanted is not None and returned_port(spec.resolved or spec.wanted, spec.wanted,
@@ -314,9 +330,10 @@ class MidiPorts:
             time.sleep(drain)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5)  # it may be closing a dead client (about a second each)
-        for port in [self._take("input"), self._take("output"), *self._stale]:
-            _close_quietly(port)
+        ports = [self._take("input"), self._take("output"), *self._stale]
         self._stale = []
+        if not _close_within(ports, CLOSE_SECONDS * 3):
+            log.debug("a MIDI port did not close in time")
         monitor = getattr(self, "_monitor", None)
         if monitor is not None:
             monitor.close()

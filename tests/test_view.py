@@ -101,3 +101,12 @@ def test_render_cost_is_small() -> None:
     per_frame = (time.perf_counter() - start) / 20
     print(f"render: {per_frame * 1e3:.2f} ms per frame")
     assert per_frame < 0.1
+
+
+def test_what_went_away_is_said_at_the_top_and_nothing_when_all_is_well() -> None:
+    line = ("the JACK server is gone: holding: the model paused, its notes released, a gap marked in the recording; "
+            "the ports reopen by themselves when it returns; Ctrl-C to stop")
+    text = _text(_status(notice=line), width=240)
+    assert text.splitlines()[1] == line  # right under the title, one line on a wide terminal
+    calm = _text(_status()).splitlines()
+    assert not any("is gone" in row or "is back" in row for row in calm) and "tempo" in calm[1]
