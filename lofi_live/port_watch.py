@@ -15,8 +15,8 @@ What each backend offers:
   (the ALSA sequencer itself is there while ``/dev/snd/seq`` is).
 
 Both libjack copies in the process (the system's, and the one python-rtmidi's wheel carries) print
-their complaints about a lost server on stderr, over the terminal view; they are routed to the
-``lofi_live.ports`` log at debug level instead (:func:`route_jack_messages`).
+their complaints about a lost server on stderr, over the terminal view; they are dropped instead
+(:func:`silence_jack_messages`).
 """
 
 from __future__ import annotations
@@ -85,27 +85,30 @@ def returned_port(resolved: str, wanted: str, names: list[str], backend: str) ->
 # libjack's messages
 
 
-_routed: list[Any] = []  # the callbacks given to C: kept alive for the life of the process
+_silenced: list[bool] = []
 
 
-def route_jack_messages() -> None:
-    """Send both libjack copies' error and info messages to the debug log instead of stderr."""
-    if _routed:
+def silence_jack_messages() -> None:
+    """Keep both libjack copies' error and info messages off the terminal.
+
+    Their message functions are called from libjack's own threads, also while another thread waits
+    for those threads inside libjack holding Python's lock (python-rtmidi closes a client so): a
+    Python function there would wait for that lock forever. So the function given is C's
+    ``strlen``, which reads the message and returns, and the messages are dropped."""
+    if _silenced:
         return
-
-    def to_log(message: Any) -> None:
-        text = message.decode(errors="replace") if isinstance(message, bytes) else str(message)
-        log.debug("libjack: %s", text)
-
+    _silenced.append(True)
+    try:
+        drop = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+    except (OSError, AttributeError):  # pragma: no cover - no C library to borrow it from
+        return
     try:
         import jack
 
-        jack.set_error_function(to_log)
-        jack.set_info_function(to_log)
+        for setter in (jack._lib.jack_set_error_function, jack._lib.jack_set_info_function):
+            setter(jack._ffi.cast("void(*)(const char *)", drop))
     except (ImportError, OSError, AttributeError):
         pass
-    callback = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(to_log)
-    _routed.append(callback)
     try:
         import rtmidi
     except ImportError:  # pragma: no cover - a broken install
@@ -114,8 +117,8 @@ def route_jack_messages() -> None:
     for path in glob.glob(os.path.join(here, "python_rtmidi*", "libjack*.so*")):
         try:
             library = ctypes.CDLL(path)  # the copy rtmidi already loaded: the same handle
-            library.jack_set_error_function(callback)
-            library.jack_set_info_function(callback)
+            library.jack_set_error_function(ctypes.c_void_p(drop))
+            library.jack_set_info_function(ctypes.c_void_p(drop))
         except (OSError, AttributeError):
             continue
 
@@ -244,7 +247,7 @@ class JackMonitor:
 def make_monitor(backend: str, name: str, wake: threading.Event) -> JackMonitor | ListingMonitor:
     """The best monitor the backend offers (JACK: JACK-Client when it loads, else polling)."""
     if backend == "jack":
-        route_jack_messages()
+        silence_jack_messages()
         try:
             return JackMonitor(f"{name} watch", wake)
         except (ImportError, OSError):  # no JACK-Client, or no libjack.so.0 for it
