@@ -121,6 +121,13 @@ class EngineProcess:
             self.proc.wait(timeout=10)
 
 
+def _stop_all(engine: EngineProcess, made: list) -> None:
+    """Teardown: the engine, then every player and listener a test made, whatever state they are in."""
+    engine.kill()
+    for each in made:
+        each.quit() if isinstance(each, PlayerProcess) else each.close()
+
+
 def _model_note_ons(dump: MidiDump, after: float = -1.0) -> list[mido.Message]:
     return [m for t, m in dump.messages() if m.type == "note_on" and m.velocity > 0 and t > after]
 
@@ -263,9 +270,7 @@ def test_the_jack_server_stops_and_starts_again_under_a_running_session(tiny_mod
         time.sleep(0.3)
         assert still_sounding(dump.messages()) == []
     finally:
-        engine.kill()
-        for each in made:
-            each.quit() if isinstance(each, PlayerProcess) else each.close()
+        _stop_all(engine, made)
     assert "Traceback" not in engine.text() and "JackSocketClientChannel" not in engine.text(), engine.text()
     _check_recording(record, "the JACK server")
 
@@ -302,9 +307,7 @@ def test_a_player_named_with_in_quits_and_comes_back(tiny_model, jack_server, tm
         time.sleep(0.3)
         assert still_sounding(dump.messages()) == []
     finally:
-        engine.kill()
-        for each in made:
-            each.quit() if isinstance(each, PlayerProcess) else each.close()
+        _stop_all(engine, made)
     notes, markers = _recording(record)
     played = {pitch for _, pitch in notes["player"]}
     assert _both_phrases(played), notes["player"]
@@ -348,9 +351,7 @@ def test_an_out_port_that_vanishes_while_a_note_sounds_gets_its_note_off_when_it
         time.sleep(0.3)
         assert still_sounding(first.messages() + second.messages()) == []
     finally:
-        engine.kill()
-        for each in made:
-            each.quit() if isinstance(each, PlayerProcess) else each.close()
+        _stop_all(engine, made)
     gap = f"MIDI output '{first.jack_name}'"
     _check_recording(record, gap)
     notes, _ = _recording(record)
