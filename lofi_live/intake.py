@@ -31,6 +31,8 @@ from typing import Any, Iterator
 
 log = logging.getLogger("lofi_live.engine")
 
+#: A copy of an echo this close to it (seconds) is the same echo delivered twice (:class:`FeedbackGuard`).
+COPY_SECONDS = 0.005
 #: A flood: more than this many messages waiting on the input queue.
 FLOOD_BACKLOG = 2000
 #: Transport and clock messages (``--clock midi`` follows them).
@@ -75,12 +77,16 @@ class FeedbackGuard:
       has come back, the ones sent before it can no longer come back (they are forgotten);
     * the pair: a note-off is an echo only when its note-on came back as one, so a player releasing
       a key the model also releases keeps the note-off of the note they played;
-    * the time: the few ms a loopback takes, at most ``window`` (``--echo-ms``).
+    * the time: the few ms a loopback takes, at most ``window`` (``--echo-ms``);
+    * a copy: python-rtmidi's JACK input, when its client misses cycles, now and then delivers a
+      message twice; a copy of an echo within :data:`COPY_SECONDS` of it is that echo again (no hand
+      strikes a key twice in 5 ms, let alone at the velocity the model sent).
     """
 
     def __init__(self, window: float = 0.03):
         self.window = window
         self.sent: deque[tuple[float, bool, int, int, int]] = deque()  # (time, on, channel, pitch, velocity)
+        self.recent: deque[tuple[float, tuple[bool, int, int, int]]] = deque(maxlen=64)  # echoes just recognised
         self.looped: set[tuple[int, int]] = set()  # (channel, pitch) whose note-on came back: its note-off will
         self.ignored = 0
 
@@ -97,6 +103,10 @@ class FeedbackGuard:
         sent = self.sent
         while sent and sent[0][0] < now - self.window:
             sent.popleft()
+        message = (is_on, channel, pitch, velocity)
+        if any(abs(now - when) <= COPY_SECONDS and echo == message for when, echo in self.recent):
+            self.ignored += 1  # the same echo, delivered twice
+            return True
         key = (channel, pitch)
         if not is_on and key not in self.looped:
             return False
@@ -104,6 +114,7 @@ class FeedbackGuard:
             if (on, sent_channel, sent_pitch, sent_velocity) == (is_on, channel, pitch, velocity) and when <= now + 0.001:
                 for _ in range(i + 1):  # it and everything sent before it: an echo keeps the order
                     sent.popleft()
+                self.recent.append((now, message))
                 if is_on:
                     self.looped.add(key)
                 else:

@@ -200,7 +200,8 @@ class JackMonitor:
             client = self._jack.Client(self._name, no_start_server=True)
         client.set_shutdown_callback(self._on_shutdown)
         client.set_port_registration_callback(self._on_port, only_available=False)
-        client.activate()
+        # not activated: notifications reach a client that is not in the process graph, and the
+        # graph stays as it was (one client more in it costs every cycle on a loaded machine)
         return client
 
     def _on_shutdown(self, status: Any, reason: str) -> None:  # noqa: ARG002 - JACK's thread: flag and wake only
@@ -238,8 +239,6 @@ class JackMonitor:
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(Exception):
-                client.deactivate()
             with contextlib.suppress(Exception):
                 client.close()
 

@@ -26,7 +26,8 @@ def test_feedback_guard_ignores_own_notes_coming_back_within_the_window():
     guard = FeedbackGuard(0.03)
     guard.note_sent(10.000, True, 0, 60, 90)
     assert guard.is_echo(10.002, True, 0, 60, 90)  # came back 2 ms later
-    assert not guard.is_echo(10.003, True, 0, 60, 90)  # each sent note is matched once
+    assert guard.is_echo(10.003, True, 0, 60, 90)  # the same echo delivered twice (rtmidi's JACK input)
+    assert not guard.is_echo(10.009, True, 0, 60, 90)  # each sent note is matched once
     guard.note_sent(10.010, False, 0, 60, 0)
     assert guard.is_echo(10.012, False, 0, 60, 0)  # the note-off of a note-on that came back
     guard.note_sent(10.020, False, 0, 62, 0)
