@@ -7,12 +7,11 @@ and whenever the monitor wakes it, what is there, and turns the differences into
 What each backend offers:
 
 * JACK: a client of the JACK-Client package (no ports of its own) gets the server's shutdown callback
-  (a stopped, killed or crashed server is known within milliseconds) and the port registration
-  callback (a client that quits wakes the watcher at once); it lists the ports, and while the server
-  is down it tries to connect again (``no_start_server``: it never starts one itself). Without the
-  package (no ``libjack.so.0`` found), a probe client is opened on each poll instead.
-* ALSA, CoreMIDI, Windows MM: nothing pushes changes through rtmidi, so the port lists are polled
-  (the ALSA sequencer itself is there while ``/dev/snd/seq`` is).
+  (a stopped, killed or crashed server is known within milliseconds); it lists the ports, and while
+  the server is down it tries to connect again (``no_start_server``: it never starts one itself).
+  Without the package (no ``libjack.so.0`` found), a probe client is opened on each poll instead.
+* every backend: the port lists are polled (rtmidi pushes no changes; the ALSA sequencer itself is
+  there while ``/dev/snd/seq`` is).
 
 Both libjack copies in the process (the system's, and the one python-rtmidi's wheel carries) print
 their complaints about a lost server on stderr, over the terminal view; they are dropped instead
@@ -131,13 +130,12 @@ class ListingMonitor:
     """Polls the port lists through one long-lived pair of rtmidi clients (ALSA, CoreMIDI, Windows MM,
     and JACK without the JACK-Client package)."""
 
-    def __init__(self, backend: str, wake: threading.Event):
+    def __init__(self, backend: str):
         from lofi_live.ports import PortLister
 
         self.backend = backend
         self._lister_class = PortLister
         self._lister: Any = PortLister(backend)
-        self._wake = wake
 
     def alive(self) -> bool:
         """Whether the MIDI system is still there (checked on every poll)."""
@@ -177,8 +175,8 @@ class ListingMonitor:
 
 
 class JackMonitor:
-    """The JACK server through a port-less JACK-Client client: its shutdown and port callbacks wake
-    the watcher; the shutdown callback alone decides that the server is gone."""
+    """The JACK server through a port-less JACK-Client client: its shutdown callback wakes the watcher
+    and decides that the server is gone; it also lists the ports."""
 
     def __init__(self, name: str, wake: threading.Event):
         import jack
@@ -199,16 +197,13 @@ class JackMonitor:
         with quiet_stderr():
             client = self._jack.Client(self._name, no_start_server=True)
         client.set_shutdown_callback(self._on_shutdown)
-        client.set_port_registration_callback(self._on_port, only_available=False)
-        # not activated: notifications reach a client that is not in the process graph, and the
-        # graph stays as it was (one client more in it costs every cycle on a loaded machine)
+        # Not activated: the shutdown callback reaches a client outside the process graph, and the
+        # graph stays as it was (one client more in it costs every cycle on a loaded machine). Port
+        # registration callbacks would need it, so port lists are polled, as on the other backends.
         return client
 
     def _on_shutdown(self, status: Any, reason: str) -> None:  # noqa: ARG002 - JACK's thread: flag and wake only
         self._down.set()
-        self._wake.set()
-
-    def _on_port(self, port: Any, registered: bool) -> None:  # noqa: ARG002 - JACK's thread: wake only
         self._wake.set()
 
     def alive(self) -> bool:
@@ -251,7 +246,7 @@ def make_monitor(backend: str, name: str, wake: threading.Event) -> JackMonitor 
             return JackMonitor(f"{name} watch", wake)
         except (ImportError, OSError):  # no JACK-Client, or no libjack.so.0 for it
             log.debug("JACK-Client is not usable: polling the JACK server instead")
-    return ListingMonitor(backend, wake)
+    return ListingMonitor(backend)
 
 
 #: What the watcher calls with each event (the engine queues it for its own thread).
