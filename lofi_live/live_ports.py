@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lofi_live.errors import LofiError
-from lofi_live.port_watch import SYSTEM_NAMES, EventSink, PortEvent, make_monitor, returned_port
+from lofi_live.port_watch import SYSTEM_NAMES, EventSink, ListingMonitor, PortEvent, make_monitor, returned_port
 from lofi_live.ports import (
     DEFAULT_NAME, LOOPMIDI_HINT, _mido_backend, _unavailable, backend_name, match_port, parse_message, quiet_stderr,
 )
@@ -125,7 +125,10 @@ class MidiPorts:
         self._lock = threading.Lock()
         self._mido = _mido_backend(self.backend)
         self._wake = threading.Event()
-        self._monitor = make_monitor(self.backend, name, self._wake)
+        # the ports are opened with rtmidi's own listing; the monitor comes after them (on JACK, a
+        # client of the system's libjack opened before rtmidi's left rtmidi's clients now and then
+        # without process cycles)
+        self._monitor: Any = ListingMonitor(self.backend)
         self.input_spec = PortSpec("input", in_port)
         self.output_spec = PortSpec("output", out_port)
         self.input: Any = None
@@ -138,6 +141,9 @@ class MidiPorts:
         try:
             self.input = self._open(self.input_spec)
             self.output = self._open(self.output_spec)
+            if self.backend == "jack":
+                listing, self._monitor = self._monitor, make_monitor(self.backend, name, self._wake)
+                listing.close()
         except BaseException:
             self.close()
             raise

@@ -13,9 +13,10 @@ What each backend offers:
 * every backend: the port lists are polled (rtmidi pushes no changes; the ALSA sequencer itself is
   there while ``/dev/snd/seq`` is).
 
-Both libjack copies in the process (the system's, and the one python-rtmidi's wheel carries) print
-their complaints about a lost server on stderr, over the terminal view; they are dropped instead
-(:func:`silence_jack_messages`).
+On JACK the process holds two libjack copies: the system's (JACK-Client) and the one python-rtmidi's
+wheel carries. Each survives the other's server restart: with one copy for all clients, closing the
+dead clients under a new server crashed it. Both print their complaints about a lost server on stderr,
+over the terminal view; they are dropped instead (:func:`silence_jack_messages`).
 """
 
 from __future__ import annotations
