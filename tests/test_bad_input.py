@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mido
 import pytest
 
 from lofi_live.midifile import MAX_MIDI_BYTES

@@ -188,7 +188,6 @@ def test_midi_clock_from_jack_midi_clock_at_90_bpm_stop_and_continue(tiny_model,
         _transport("play")
         time.sleep(2.5)
         _transport("stop")
-        stopped_at = time.perf_counter()
         time.sleep(1.5)
         _transport("play")  # a continue from where it stopped
         time.sleep(2.0)
