@@ -84,6 +84,7 @@ def parse_on_dask(client: Any, jobs: Sequence[tuple], cache_dir: Path | None) ->
     to its own cache, as a local run does.
     """
     from distributed import KilledWorker, as_completed
+    from distributed.comm import CommClosedError
 
     futures = {client.submit(parse_file, *job[:4], None, *job[5:], pure=False): job for job in jobs}
     for future in as_completed(futures, loop=client.loop):
@@ -92,7 +93,7 @@ def parse_on_dask(client: Any, jobs: Sequence[tuple], cache_dir: Path | None) ->
             result = future.result()
         except KilledWorker:
             result = FileResult(path, sha256, None, "parser process crashed")
-        except CancelledError:  # the client lost its scheduler and gave up reconnecting
+        except (CancelledError, CommClosedError):  # the scheduler went away: given up, or lost mid-request
             raise LofiError(f"{client.scheduler.address}: lost the Dask scheduler during the run: run prepare "
                             "again (with the cache, files already parsed are not parsed again)") from None
         future.release()
