@@ -129,6 +129,8 @@ class MidiPorts:
         # client of the system's libjack opened before rtmidi's left rtmidi's clients now and then
         # without process cycles)
         self._monitor: Any = ListingMonitor(self.backend)
+        self._listing: Any = None  # JACK: the first listing, closed at exit (closing a client mid-session
+        # while another one's process thread waits for Python's lock can get that one dropped by the server)
         self.input_spec = PortSpec("input", in_port)
         self.output_spec = PortSpec("output", out_port)
         self.input: Any = None
@@ -141,9 +143,8 @@ class MidiPorts:
         try:
             self.input = self._open(self.input_spec)
             self.output = self._open(self.output_spec)
-            if self.backend == "jack":
-                listing, self._monitor = self._monitor, make_monitor(self.backend, name, self._wake)
-                listing.close()
+            if self.backend == "jack":  # the listing's rtmidi clients stay open for the session, as the ports do
+                self._listing, self._monitor = self._monitor, make_monitor(self.backend, name, self._wake)
         except BaseException:
             self.close()
             raise
@@ -270,7 +271,8 @@ class MidiPorts:
         """Drop both ports at once; their dead clients are closed once the system is back (closing a
         JACK client while its server shuts down deadlocks both)."""
         self.system_up = False
-        self._stale += [port for port in (self._take("input"), self._take("output")) if port is not None]
+        self._stale += [port for port in (self._take("input"), self._take("output"), self._listing) if port is not None]
+        self._listing = None
         self._emit(PortEvent("lost", "system", SYSTEM_NAMES[self.backend]))
         self._monitor.lost()
 
@@ -340,6 +342,6 @@ class MidiPorts:
         self._stale = []
         if not _close_within(ports, CLOSE_SECONDS * 3):
             log.debug("a MIDI port did not close in time")
-        monitor = getattr(self, "_monitor", None)
-        if monitor is not None:
-            monitor.close()
+        for monitor in (getattr(self, "_monitor", None), getattr(self, "_listing", None)):
+            if monitor is not None:
+                monitor.close()
