@@ -283,11 +283,11 @@ class MidiPorts:
             log.debug("the dead clients of the MIDI system did not close in time: going on without them")
         opened: dict[str, Any] = {}
         for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
-            if spec.wanted is not None and returned_port(spec.resolved or spec.wanted, spec.wanted,
-                                                         self._names(spec.kind), self.backend) is None:
-                continue  # not back yet: followed as a lost port from now on
             if spec.wanted is not None:
-                spec.resolved = returned_port(spec.resolved or spec.wanted, spec.wanted, self._names(spec.kind), self.backend)
+                found = returned_port(spec.resolved or spec.wanted, spec.wanted, self._names(spec.kind), self.backend)
+                if found is None:
+                    continue  # not back yet: followed as a lost port from now on
+                spec.resolved = found
             try:
                 opened[attr] = self._open(spec)
             except LofiError as error:  # down again already, or refused: try again on the next poll

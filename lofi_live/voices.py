@@ -35,6 +35,8 @@ class SessionLike(Protocol):
     def note_on(self, beat: float, part: str, pitch: int, velocity: int, channel: int = 0) -> None: ...
     def note_off(self, beat: float, part: str, pitch: int, channel: int = 0) -> None: ...
     def set_tempo(self, beat: float, bpm: float) -> None: ...
+    def gap(self, beat: float, what: str) -> None: ...
+    def back(self, beat: float, what: str) -> None: ...
 
 
 class NullSession:
@@ -52,6 +54,12 @@ class NullSession:
         pass
 
     def set_tempo(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def gap(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def back(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def close(self, *args: Any, **kwargs: Any) -> None:
