@@ -77,7 +77,7 @@ case "${1:-}" in
     venv .venv "[train,plot,dev,cluster,link]"
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""
-    .venv-runtime/bin/python -c "import sys, lofi_live.model, lofi_live.live; assert 'tensorflow' not in sys.modules"
+    .venv-runtime/bin/python -c "import sys, lofi_live.model.loader, lofi_live.commands.run; assert 'tensorflow' not in sys.modules"
     if .venv-runtime/bin/python -c "import tensorflow" 2>/dev/null; then
       echo "run.sh: TensorFlow got into the runtime environment: install_requires must stay light" >&2
       exit 1

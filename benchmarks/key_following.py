@@ -4,7 +4,7 @@ A musician who plays a phrase in E minor expects the answer in E minor without t
 For each of the 12 transpositions of a seed phrase (default ``examples/seed_phrase.mid``) and each of
 ``--seeds`` sampler seeds, the model continues the phrase for ``--steps`` grid steps with the
 default sampling settings and no ``--key``. The phrase's key is detected from its own tokens
-(Krumhansl-Schmuckler, :func:`lofi_live.sampling.detect_key`); the figure is the share of the
+(Krumhansl-Schmuckler, :func:`lofi_live.model.sampling.detect_key`); the figure is the share of the
 answer's sounded pitch classes (each note of each onset counts once) inside that key's scale.
 The target is at least 90 % in every key.
 
@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lofi_live import tokens as token_rules  # noqa: E402
-from lofi_live.midi_tokens import file_tokens  # noqa: E402
-from lofi_live.model import Model  # noqa: E402
-from lofi_live.generate import generate_indices, make_sampler  # noqa: E402
-from lofi_live.sampling import (  # noqa: E402
+from lofi_live.tokens import rules as token_rules  # noqa: E402
+from lofi_live.tokens.midi import file_tokens  # noqa: E402
+from lofi_live.model.loader import Model  # noqa: E402
+from lofi_live.commands.generate import generate_indices, make_sampler  # noqa: E402
+from lofi_live.model.sampling import (  # noqa: E402
     DEFAULT_MAX_REPEAT,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,

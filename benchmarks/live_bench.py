@@ -56,7 +56,7 @@ from jack_helpers import (  # noqa: E402
     wait_for_ports,
 )
 
-from lofi_live.midifile import NoteEvent, write_midi  # noqa: E402
+from lofi_live.midi.files import NoteEvent, write_midi  # noqa: E402
 
 
 def _model(arg: str | None, folder: Path) -> Path:

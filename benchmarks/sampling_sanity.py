@@ -29,11 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lofi_live import tokens as token_rules  # noqa: E402
+from lofi_live.tokens import rules as token_rules  # noqa: E402
 from lofi_live.errors import LofiError  # noqa: E402
-from lofi_live.generate import generate_indices, longest_onset_run, longest_run, make_sampler  # noqa: E402
-from lofi_live.model import Model  # noqa: E402
-from lofi_live.sampling import (  # noqa: E402
+from lofi_live.commands.generate import generate_indices, longest_onset_run, longest_run, make_sampler  # noqa: E402
+from lofi_live.model.loader import Model  # noqa: E402
+from lofi_live.model.sampling import (  # noqa: E402
     DEFAULT_MAX_REPEAT,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,

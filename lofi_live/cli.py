@@ -16,13 +16,13 @@ from lofi_live.errors import LofiError
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("lofi_live.live", "play live: listen on a MIDI port and continue what is played"),
-    "ports": ("lofi_live.ports", "list the MIDI ports of the chosen backend"),
-    "generate": ("lofi_live.generate", "generate a continuation offline and write a .mid"),
-    "evaluate": ("lofi_live.evaluate", "measure a model's next-token accuracy on a MIDI folder"),
-    "bench": ("lofi_live.bench", "benchmark per-step latency, memory and start-up time"),
-    "export": ("lofi_live.export", "convert a saved session or journal to a .mid"),
-    "plot": ("lofi_live.plot", "draw a session .mid as a piano roll PNG"),
+    "run": ("lofi_live.commands.run", "play live: listen on a MIDI port and continue what is played"),
+    "ports": ("lofi_live.midi.ports", "list the MIDI ports of the chosen backend"),
+    "generate": ("lofi_live.commands.generate", "generate a continuation offline and write a .mid"),
+    "evaluate": ("lofi_live.commands.evaluate", "measure a model's next-token accuracy on a MIDI folder"),
+    "bench": ("lofi_live.commands.bench", "benchmark per-step latency, memory and start-up time"),
+    "export": ("lofi_live.commands.export", "convert a saved session or journal to a .mid"),
+    "plot": ("lofi_live.commands.plot", "draw a session .mid as a piano roll PNG"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lofi_live import tokens as token_rules
+from lofi_live.tokens import rules as token_rules
 
 VOCABULARY = ["C4", "D4", "E4", "F4", "G4", "A4", "B4", "C5", "0.4.7", "9.0.4", "2.5.9", "7.11.2"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import mido
 
 from engine_fakes import FakeModel
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.sampling import Sampler
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.model.sampling import Sampler
 
 STEP = 0.25  # seconds per grid step at 120 BPM
 

@@ -140,12 +140,12 @@ def grid_errors_fit(times: Sequence[float], grid: float) -> list[float]:
 
 def swung_grid_errors_fit(times: Sequence[float], bpm: float, swing_pct: float) -> list[float]:
     """Onset errors (s) against the best-fitting swung grid: on-beats, and off-beats ``swing_pct`` %
-    through their beat (:class:`lofi_live.groove.Swing`, so 66 is the triplet).
+    through their beat (:class:`lofi_live.timing.groove.Swing`, so 66 is the triplet).
 
     The first onset is taken as an on-beat, then as an off-beat; each time the grid's phase is then
     fitted (the median signed offset, so a constant delivery latency cancels out, as in
     :func:`grid_errors_fit`), and the fit with the smaller total error is kept."""
-    from lofi_live.groove import Swing
+    from lofi_live.timing.groove import Swing
 
     if not times:
         return []

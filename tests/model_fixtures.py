@@ -124,7 +124,7 @@ def build_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # bind the graphs to the JSON as lofi-train export does (vocabulary digest and window in the metadata)
-    from lofi_live.model_format import META_VOCABULARY, META_WINDOW, vocabulary_digest
+    from lofi_live.model.format import META_VOCABULARY, META_WINDOW, vocabulary_digest
 
     metadata = {META_VOCABULARY: vocabulary_digest(vocabulary), META_WINDOW: str(window)}
     length = None if free_length else window

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lofi_live.midifile import MAX_MIDI_BYTES
-from lofi_live.session import MAX_JOURNAL_BYTES
+from lofi_live.midi.files import MAX_MIDI_BYTES
+from lofi_live.recording.session import MAX_JOURNAL_BYTES
 from midi_factory import random_song, write_onsets
 from model_fixtures import VOCABULARY, build_model
 

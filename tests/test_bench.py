@@ -33,8 +33,8 @@ def test_bench_json_shape(tiny, capsys):
 @pytest.mark.jack
 @pytest.mark.slow
 def test_bench_live_start(tiny, jack_server, capsys):
-    from lofi_live.bench import live_start
-    from lofi_live.model import Model
+    from lofi_live.commands.bench import live_start
+    from lofi_live.model.loader import Model
 
     figures, note = live_start(Model.load(tiny, provider="cpu"))
     assert note is None, note

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lofi_live.clock import PPQN, TICKS_PER_STEP, InternalClock, MidiClock, step_beat
+from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, InternalClock, MidiClock, step_beat
 
 
 def test_grid_times_are_computed_from_the_start_never_accumulated():

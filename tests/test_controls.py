@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lofi_live.controls import (
+from lofi_live.live.controls import (
     ACTIONS, Action, ControlMap, default_config_path, learn, load_config, save_config,
 )
 from lofi_live.errors import LofiError

@@ -24,11 +24,11 @@ from engine_fakes import FakeModel
 from jack_helpers import (
     ROOT, Listener, Player, connect, engine_command, engine_ports, still_sounding, unique,
 )
-from lofi_live.controls import ControlMap, load_config
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.live_ports import MidiPorts
-from lofi_live.sampling import Sampler
-from lofi_live.view import render
+from lofi_live.live.controls import ControlMap, load_config
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.midi.live_ports import MidiPorts
+from lofi_live.model.sampling import Sampler
+from lofi_live.live.view import render
 
 pytestmark = [pytest.mark.jack]
 

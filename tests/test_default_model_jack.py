@@ -56,7 +56,7 @@ from jack_helpers import (
     unmatched_note_ons,
     wait_for_ports,
 )
-from lofi_live import tokens as token_rules
+from lofi_live.tokens import rules as token_rules
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ import pytest
 
 from engine_fakes import FakeModel
 from engine_sim import STEP, Sim, on, phrase
-from lofi_live import tokens as token_rules
-from lofi_live.sampling import Sampler
+from lofi_live.tokens import rules as token_rules
+from lofi_live.model.sampling import Sampler
 
 # ---------------------------------------------------------------------------------------------
 # MIDI control actions (issue 7): mutate, loop, model_select, key lock, what the view shows
@@ -29,7 +29,7 @@ def _view_text(engine) -> str:
 
     from rich.console import Console
 
-    from lofi_live.view import render
+    from lofi_live.live.view import render
 
     console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, color_system="standard")
     console.print(render(engine.snapshot()))
@@ -37,7 +37,7 @@ def _view_text(engine) -> str:
 
 
 def test_mutate_resamples_the_last_response_from_the_same_context():
-    from lofi_live.controls import Action
+    from lofi_live.live.controls import Action
 
     model = FakeModel(uniform=True)
     sim = Sim(model=model, sampler=Sampler(1.0, None, 5), response_bars=1)
@@ -59,7 +59,7 @@ def test_mutate_resamples_the_last_response_from_the_same_context():
 
 
 def test_loop_repeats_the_last_response_until_toggled_off():
-    from lofi_live.controls import ControlMap
+    from lofi_live.live.controls import ControlMap
 
     sim = Sim(model=FakeModel(uniform=True), sampler=Sampler(1.0, None, 3), response_bars=1,
               controls=ControlMap({"loop": 29}))
@@ -82,8 +82,8 @@ def test_loop_repeats_the_last_response_until_toggled_off():
 def test_model_select_switches_models_between_steps_and_reencodes_the_window(tmp_path):
     from model_fixtures import build_model
 
-    from lofi_live.controls import ControlMap
-    from lofi_live.model import Model
+    from lofi_live.live.controls import ControlMap
+    from lofi_live.model.loader import Model
 
     low_vocabulary = ["C2", "D2", "E2", "F2", "G2", "A2", "B2", "C3", "0.4.7", "9.0.4"]
     first = Model.load(build_model(tmp_path / "a", name="tiny"))
@@ -114,7 +114,7 @@ def test_model_select_switches_models_between_steps_and_reencodes_the_window(tmp
 
 
 def test_key_auto_detects_the_played_key_and_a_cc_toggles_the_lock():
-    from lofi_live.controls import ControlMap
+    from lofi_live.live.controls import ControlMap
 
     vocabulary = ["A4", "B4", "C5", "C#5", "D5", "E5", "F5", "F#5", "G5", "G#5", "0.4.7", "1.5.8"]
     sim = Sim(model=FakeModel(vocabulary), key="auto", scale="minor", wait_beats=1, response_bars=2,
@@ -136,7 +136,7 @@ def test_key_auto_detects_the_played_key_and_a_cc_toggles_the_lock():
 def test_500_engine_steps_with_key_a_minor_use_only_a_minor_pitch_classes(tmp_path):
     from model_fixtures import VOCABULARY as TINY_VOCABULARY, build_model
 
-    from lofi_live.model import Model
+    from lofi_live.model.loader import Model
 
     model = Model.load(build_model(tmp_path))
     assert any(not token_rules.token_pitch_classes(t) <= A_MINOR for t in TINY_VOCABULARY)  # the lock has work to do
@@ -153,7 +153,7 @@ def test_500_engine_steps_with_key_a_minor_use_only_a_minor_pitch_classes(tmp_pa
 
 
 def test_control_changes_take_effect_and_show_in_the_view():
-    from lofi_live.controls import ControlMap
+    from lofi_live.live.controls import ControlMap
 
     controls = ControlMap({"temperature": 21, "tempo": 22, "response_bars": 23, "mode": 25, "key_lock": 26})
     sim = Sim(controls=controls, response_bars=4)
@@ -176,7 +176,7 @@ def test_control_changes_take_effect_and_show_in_the_view():
 
 
 def test_panic_cc_silences_everything_and_the_engine_waits_for_the_player():
-    from lofi_live.controls import ControlMap
+    from lofi_live.live.controls import ControlMap
 
     sim = Sim(controls=ControlMap({"panic": 27, "loop": 29}), response_bars=8, thru=True, gate=4)
     sim.engine.prime(["0.4.7", "C4"])
@@ -200,8 +200,8 @@ def test_panic_cc_silences_everything_and_the_engine_waits_for_the_player():
 
 
 def test_a_tempo_control_lands_in_the_recorded_mid_at_the_beat_it_came(tmp_path):
-    from lofi_live.controls import ControlMap
-    from lofi_live.session import Session
+    from lofi_live.live.controls import ControlMap
+    from lofi_live.recording.session import Session
 
     session = Session(120, tmp_path / "tempo.mid", journal=False)
     sim = Sim(controls=ControlMap({"tempo": 22}), response_bars=1, session=session)
@@ -241,8 +241,8 @@ def test_a_tempo_control_applied_late_moves_no_beat_already_read():
     re-anchors when it is applied, so a beat read meanwhile under the old tempo never jumps."""
     import time
 
-    from lofi_live.controls import ControlMap
-    from lofi_live.engine import Engine, EngineConfig
+    from lofi_live.live.controls import ControlMap
+    from lofi_live.live.engine import Engine, EngineConfig
 
     engine = Engine(FakeModel(), Sampler(0.0, None, 1), send=lambda m: None, controls=ControlMap({"tempo": 22}),
                     config=EngineConfig(bpm=60, realtime=False))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from engine_fakes import GRID_VOCABULARY, FakeModel, grid_model
 from engine_sim import STEP, Sim, off, on
-from lofi_live.session import Session
+from lofi_live.recording.session import Session
 
 #: seed C4 -> a chord held two more steps, a rest, D4, E4 held one more step, a rest, D4 ...
 ANSWER = {"C4": "0.4.7", "0.4.7": "hold", "0.4.7 hold": "hold", "hold hold": "rest", "rest": "D4",

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_sim import Sim, off
-from lofi_live.intake import FeedbackGuard
-from lofi_live.ports import MalformedMessage, parse_message
+from lofi_live.live.intake import FeedbackGuard
+from lofi_live.midi.ports import MalformedMessage, parse_message
 
 # ---------------------------------------------------------------------------------------------
 # Feedback guard
@@ -89,7 +89,7 @@ def test_odd_input_is_ignored_and_logged_once_per_kind(caplog):
         mido.Message("start"), mido.Message("songpos", pos=4), off(50), MalformedMessage(b"\x90\x80"),
         mido.Message("control_change", control=1, value=64), mido.Message("active_sensing"),
     ]
-    with caplog.at_level(logging.WARNING, logger="lofi_live.engine"):
+    with caplog.at_level(logging.WARNING, logger="lofi_live.live.engine"):
         for repeat in range(50):
             for i, message in enumerate(odd):
                 sim.engine._handle(message, 0.001 * repeat + i * 1e-5)
@@ -133,8 +133,8 @@ def test_fuzz_random_byte_messages_never_break_the_input_handler(chunks):
 def test_an_echo_that_arrives_while_the_engine_thread_is_still_sending_is_recognised():
     """The loopback can deliver (and the input thread stamp) a note before ``send`` even returns on a busy
     machine: the engine notes what it sends before sending, so such an echo is still its own."""
-    from lofi_live.clock import InternalClock
-    from lofi_live.voices import Voices
+    from lofi_live.timing.clock import InternalClock
+    from lofi_live.live.voices import Voices
 
     guard = FeedbackGuard(0.03)
     arrivals: list[tuple[float, mido.Message]] = []

@@ -39,7 +39,7 @@ from jack_helpers import (
     unmatched_note_ons,
     wait_for_ports,
 )
-from lofi_live.midifile import NoteEvent, write_midi
+from lofi_live.midi.files import NoteEvent, write_midi
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

@@ -17,11 +17,11 @@ import pytest
 from rich.console import Console
 
 from engine_fakes import FakeModel
-from lofi_live.controls import ControlMap
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.sampling import Sampler
-from lofi_live.session import Session
-from lofi_live.view import render
+from lofi_live.live.controls import ControlMap
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.model.sampling import Sampler
+from lofi_live.recording.session import Session
+from lofi_live.live.view import render
 
 
 class Sent:
@@ -127,7 +127,7 @@ def _run_at_180(tmp_path, seconds: float, flood: bool) -> tuple[Engine, list[flo
     view redrawn every 10 ms; with ``flood``, 1,000 tempo and temperature controls a second."""
     from model_fixtures import build_model
 
-    from lofi_live.model import Model
+    from lofi_live.model.loader import Model
 
     model = Model.load(build_model(tmp_path / "model"))
     session = Session(180, tmp_path / ("flood.mid" if flood else "calm.mid"))

@@ -1,4 +1,4 @@
-"""The engine while the MIDI system or a port is gone (lofi_live.outage), on a simulated clock.
+"""The engine while the MIDI system or a port is gone (lofi_live.live.outage), on a simulated clock.
 
 The real processes (a JACK server stopped and started again, a player that quits, a synth that
 vanishes) are tests/test_studio_faults_jack.py; here each rule is checked step by step.
@@ -11,9 +11,9 @@ import time
 import mido
 
 from engine_sim import STEP, Sim, off, on, phrase
-from lofi_live.outage import BACK_NOTICE_SECONDS
-from lofi_live.port_watch import PortEvent, returned_port, stable_name
-from lofi_live.session import Session
+from lofi_live.live.outage import BACK_NOTICE_SECONDS
+from lofi_live.midi.port_watch import PortEvent, returned_port, stable_name
+from lofi_live.recording.session import Session
 
 OUTPUT = "MIDI output 'Synth:in'"
 INPUT = "MIDI input 'Keys:out'"
@@ -99,8 +99,8 @@ def test_a_lost_input_ends_the_keys_held_down_and_the_model_plays_on():
 
 def test_the_system_gone_under_midi_clock_stops_and_waits_for_the_daw():
     from engine_fakes import FakeModel
-    from lofi_live.engine import Engine, EngineConfig
-    from lofi_live.sampling import Sampler
+    from lofi_live.live.engine import Engine, EngineConfig
+    from lofi_live.model.sampling import Sampler
 
     session = Session(120, None, journal=False)
     engine = Engine(FakeModel(), Sampler(0, None, 0), send=lambda m: None, session=session,

@@ -17,11 +17,11 @@ import pytest
 
 from engine_fakes import VOCABULARY, FakeModel
 from engine_sim import STEP, Sim, off, on, phrase
-from lofi_live import tokens as token_rules
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.grid_tokens import onset_step
-from lofi_live.timeline import OnsetSteps, Timeline
-from lofi_live.sampling import Sampler
+from lofi_live.tokens import rules as token_rules
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.tokens.grid import onset_step
+from lofi_live.live.timeline import OnsetSteps, Timeline
+from lofi_live.model.sampling import Sampler
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizing played notes
@@ -249,7 +249,7 @@ class BrokenModel(FakeModel):
 
 @pytest.mark.parametrize("clock", ["internal", "midi"])
 def test_a_fault_in_the_engine_stops_it_on_every_clock_silent_and_recorded(clock, tmp_path):
-    from lofi_live.session import Session
+    from lofi_live.recording.session import Session
 
     sent = []
     session = Session(240, tmp_path / "s.mid")
@@ -325,7 +325,7 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
 
 
 def test_mapped_control_changes_set_temperature_tempo_and_panic():
-    from lofi_live.controls import ControlMap
+    from lofi_live.live.controls import ControlMap
 
     sim = Sim(response_bars=8)
     sim.engine.controls = ControlMap({"temperature": 21, "tempo": 22, "panic": 23, "mode": 24}, state_cc=30)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lofi_live.cli import main
-from lofi_live.evaluate import EPSILON, evaluate_stream, tokenize_folder
-from lofi_live.generate import write_tokens_midi
-from lofi_live.model import Model
-from lofi_live.tokens import nearest_token
+from lofi_live.commands.evaluate import EPSILON, evaluate_stream, tokenize_folder
+from lofi_live.commands.generate import write_tokens_midi
+from lofi_live.model.loader import Model
+from lofi_live.tokens.rules import nearest_token
 from model_fixtures import VOCABULARY, build_model
 
 KEYS = ["n", "tokens", "top1", "top5", "nll", "network_top1", "network_top5", "network_nll",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lofi_live.cli import main
-from lofi_live.evaluate import evaluate_stream
-from lofi_live.grid_tokens import tokens_to_notes
-from lofi_live.midifile import write_midi
-from lofi_live.model import Model
+from lofi_live.commands.evaluate import evaluate_stream
+from lofi_live.tokens.grid import tokens_to_notes
+from lofi_live.midi.files import write_midi
+from lofi_live.model.loader import Model
 from model_fixtures import GRID_VOCABULARY, build_grid_token_model
 
 PITCHED = [t for t in GRID_VOCABULARY if t not in ("hold", "rest")]

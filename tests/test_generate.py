@@ -11,12 +11,12 @@ import mido
 import numpy as np
 import pytest
 
-from lofi_live import tokens as token_rules
+from lofi_live.tokens import rules as token_rules
 from lofi_live.cli import main
-from lofi_live.generate import generate_indices, longest_run, tokens_to_notes, write_tokens_midi
-from lofi_live.midi_tokens import mido_tokens
-from lofi_live.model import Model
-from lofi_live.sampling import Sampler
+from lofi_live.commands.generate import generate_indices, longest_run, tokens_to_notes, write_tokens_midi
+from lofi_live.tokens.midi import mido_tokens
+from lofi_live.model.loader import Model
+from lofi_live.model.sampling import Sampler
 from model_fixtures import VOCABULARY, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_generate_writes_500_events_half_a_beat_apart(tiny, tmp_path, capsys):
 
 def test_music21_reads_back_the_same_tokens(tiny, tmp_path):
     pytest.importorskip("music21")
-    from lofi_live.midi_tokens import music21_tokens
+    from lofi_live.tokens.midi import music21_tokens
 
     model = Model.load(tiny, provider="cpu")
     indices = generate_indices(model, model.seed_windows[0], 500, Sampler(1.0, 8, 3))

@@ -10,10 +10,10 @@ import mido
 import numpy as np
 import pytest
 
-from lofi_live import grid_tokens
-from lofi_live import tokens as token_rules
+from lofi_live.tokens import grid as grid_tokens
+from lofi_live.tokens import rules as token_rules
 from lofi_live.cli import main
-from lofi_live.generate import (
+from lofi_live.commands.generate import (
     GridGrammar,
     clip_end_rests,
     clip_tokens,
@@ -22,8 +22,8 @@ from lofi_live.generate import (
     make_sampler,
     seed_window,
 )
-from lofi_live.model import Model
-from lofi_live.sampling import Sampler, rhythm_mask
+from lofi_live.model.loader import Model
+from lofi_live.model.sampling import Sampler, rhythm_mask
 from midi_factory import held_chords, write_clip
 from model_fixtures import GRID_VOCABULARY, build_grid_token_model, build_model
 

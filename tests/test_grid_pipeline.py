@@ -12,14 +12,14 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from lofi_live import grid_tokens  # noqa: E402
-from lofi_live import tokens as token_rules  # noqa: E402
+from lofi_live.tokens import grid as grid_tokens  # noqa: E402
+from lofi_live.tokens import rules as token_rules  # noqa: E402
 from lofi_live.cli import main as lofi_live  # noqa: E402
-from lofi_live.generate import generate_indices, make_sampler, seed_window  # noqa: E402
-from lofi_live.model import Model  # noqa: E402
+from lofi_live.commands.generate import generate_indices, make_sampler, seed_window  # noqa: E402
+from lofi_live.model.loader import Model  # noqa: E402
 from midi_factory import held_chords, write_clip  # noqa: E402
 from training.cli import main as lofi_train  # noqa: E402
-from training.corpus import load_corpus  # noqa: E402
+from training.corpus.prepare import load_corpus  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

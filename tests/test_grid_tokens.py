@@ -1,7 +1,7 @@
-"""The grid tokenization (lofi_live/grid_tokens.py): each rule, the shared conformance vectors, and the
+"""The grid tokenization (lofi_live/tokens/grid.py): each rule, the shared conformance vectors, and the
 round trip grid tokens -> ``.mid`` -> grid tokens.
 
-The files here are real Standard MIDI Files written with mido (or :func:`lofi_live.midifile.write_midi`) and
+The files here are real Standard MIDI Files written with mido (or :func:`lofi_live.midi.files.write_midi`) and
 read back from disk, never notes passed around in memory only.
 """
 
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lofi_live import grid_tokens as G
-from lofi_live import tokens as T
-from lofi_live.midifile import write_midi
+from lofi_live.tokens import grid as G
+from lofi_live.tokens import rules as T
+from lofi_live.midi.files import write_midi
 
 TICKS = 480
 CONFORMANCE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "grid-conformance"

@@ -14,11 +14,11 @@ import pytest
 
 from engine_fakes import FakeModel, grid_model
 from engine_sim import STEP, Sim, off, on
-from lofi_live import grid_tokens
+from lofi_live.tokens import grid as grid_tokens
 from lofi_live.cli import main
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.grid_tokens import onset_step
-from lofi_live.groove import (
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.tokens.grid import onset_step
+from lofi_live.timing.groove import (
     ACCENT,
     DEFAULT_VELOCITY,
     HUMANIZE_MS,
@@ -28,9 +28,9 @@ from lofi_live.groove import (
     Humanize,
     Swing,
 )
-from lofi_live.midifile import NoteEvent, write_midi
-from lofi_live.sampling import Sampler
-from lofi_live.timeline import GridSteps
+from lofi_live.midi.files import NoteEvent, write_midi
+from lofi_live.model.sampling import Sampler
+from lofi_live.live.timeline import GridSteps
 from model_fixtures import build_grid_token_model
 
 LOFI_LIVE = str(Path(sys.executable).parent / "lofi-live")

@@ -19,12 +19,12 @@ import pytest
 
 from engine_fakes import grid_model
 from jack_helpers import Listener, Player, connect, engine_ports, unique
-from lofi_live import grid_tokens
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.groove import ACCENT, Swing
-from lofi_live.live_ports import MidiPorts
-from lofi_live.sampling import Sampler
-from lofi_live.session import Session
+from lofi_live.tokens import grid as grid_tokens
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.timing.groove import ACCENT, Swing
+from lofi_live.midi.live_ports import MidiPorts
+from lofi_live.model.sampling import Sampler
+from lofi_live.recording.session import Session
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine_fakes import GRID_VOCABULARY, FakeModel, grid_model
-from lofi_live.conductor import STATES
-from lofi_live.engine import Engine, EngineConfig
-from lofi_live.ports import parse_message
-from lofi_live.sampling import Sampler
+from lofi_live.live.conductor import STATES
+from lofi_live.live.engine import Engine, EngineConfig
+from lofi_live.midi.ports import parse_message
+from lofi_live.model.sampling import Sampler
 
 STEP = 0.25  # seconds per grid step at 120 BPM
 STEPS = 8
@@ -117,7 +117,7 @@ def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps,
                           realtime=False, max_note_beats=2.0, response_bars=2)
     controls = None
     if mapped:  # MIDI control on low CC numbers, so random bytes hit them: panic, mutate, loop, tempo...
-        from lofi_live.controls import ControlMap
+        from lofi_live.live.controls import ControlMap
 
         numbers = {"temperature": 1, "tempo": 2, "mode": 3, "response_bars": 4, "panic": 5, "mutate": 6,
                    "loop": 7, "key_lock": 8}

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lofi_live.cli import main
-from lofi_live.midifile import midi_notes, write_midi, NoteEvent
-from lofi_live.session import (
+from lofi_live.midi.files import midi_notes, write_midi, NoteEvent
+from lofi_live.recording.session import (
     Event, Session, events_to_notes, format_event, format_header, parse_event, read_journal,
 )
 from lofi_live.errors import LofiError

@@ -44,7 +44,7 @@ from jack_helpers import (
 PEER = Path(__file__).resolve().parent / "link_peer.py"
 #: MIDI channels (0-based) of the model and the metronome in the engine test.
 MODEL_CHANNEL, METRONOME_CHANNEL = 0, 9
-METRONOME_ACCENT = 76  # lofi_live.voices: the click on a bar line
+METRONOME_ACCENT = 76  # lofi_live.live.voices: the click on a bar line
 #: Onsets measured at each tempo: enough for a p99 that is not simply the worst one.
 ONSETS = 64
 #: Frames per period of the real-time timing server (48 kHz): 0.67 ms, a studio's low-latency setting.
@@ -138,7 +138,7 @@ def realtime_allowed() -> bool:
 
 def realtime_listener(backend: str) -> Listener:
     """A listener whose JACK threads run at a low real-time priority where allowed, as the engine's do
-    (``lofi_live.live``): on a busy machine its arrival stamps then measure the JACK server, not the
+    (``lofi_live.commands.run``): on a busy machine its arrival stamps then measure the JACK server, not the
     scheduler's queue. Threads inherit the policy of the thread that starts them."""
     if not realtime_allowed():
         return Listener(backend)
@@ -198,7 +198,7 @@ def test_link_clock_keeps_the_peers_bar_phase_and_tempo_and_its_start_stop(peers
     """The clock alone, in this process, against a peer process: grid times on the peer's mapping to
     well under a millisecond, bar lines on its bar lines (quantum 4), tempo changes either way,
     start/stop."""
-    from lofi_live.link import LinkClock
+    from lofi_live.timing.link import LinkClock
 
     clock = LinkClock(120.0)
     peer = peers("--bpm", "93", "--start-stop")
@@ -266,7 +266,7 @@ def test_engine_plays_on_a_link_peers_grid_follows_its_tempo_and_stops_with_it(p
     sounding, and starting plays again."""
     from model_fixtures import build_model
 
-    from lofi_live.midifile import NoteEvent, write_midi
+    from lofi_live.midi.files import NoteEvent, write_midi
 
     model = build_model(tmp_path / "model")
     seed = write_midi(tmp_path / "seed.mid", [("seed", [NoteEvent(i * 0.5, 0.45, p) for i, p in enumerate([60, 62, 64, 67])])], bpm=90)

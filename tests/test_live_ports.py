@@ -12,8 +12,8 @@ import pytest
 
 from jack_helpers import ROOT, Player, Listener, connect, unique
 from lofi_live.errors import LofiError
-from lofi_live.live_ports import MidiPorts
-from lofi_live.ports import BACKEND_ENV, backend_name, match_port
+from lofi_live.midi.live_ports import MidiPorts
+from lofi_live.midi.ports import BACKEND_ENV, backend_name, match_port
 
 
 def lofi(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -145,7 +145,7 @@ def test_daw_disconnecting_and_reconnecting_a_virtual_port_changes_nothing(jack_
 
 
 def test_malformed_bytes_become_a_message_the_engine_can_ignore():
-    from lofi_live.ports import MalformedMessage, parse_message
+    from lofi_live.midi.ports import MalformedMessage, parse_message
 
     assert parse_message([0x90, 60, 100]).type == "note_on"
     assert isinstance(parse_message([0x90, 200]), MalformedMessage)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from lofi_live.loop_cache import LoopCache
-from lofi_live.model import Model
+from lofi_live.model.loop_cache import LoopCache
+from lofi_live.model.loader import Model
 from model_fixtures import VOCABULARY, build_model
 
 V = len(VOCABULARY)

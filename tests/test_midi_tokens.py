@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lofi_live.errors import LofiError
-from lofi_live.generate import write_tokens_midi
-from lofi_live.midi_tokens import folder_files, midi_file_tokens, mido_tokens, music21_tokens
+from lofi_live.commands.generate import write_tokens_midi
+from lofi_live.tokens.midi import folder_files, midi_file_tokens, mido_tokens, music21_tokens
 
 
 @pytest.fixture

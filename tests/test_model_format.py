@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lofi_live import model_format
+from lofi_live.model import format as model_format
 from lofi_live.errors import LofiError
-from lofi_live.loop_cache import LoopCache
-from lofi_live.model import PROVIDERS, Model
-from lofi_live.model_format import Graph, check, describe, encode_inputs, encode_tokens
-from lofi_live.tokens import TokenError
+from lofi_live.model.loop_cache import LoopCache
+from lofi_live.model.loader import PROVIDERS, Model
+from lofi_live.model.format import Graph, check, describe, encode_inputs, encode_tokens
+from lofi_live.tokens.rules import TokenError
 from model_fixtures import VOCABULARY, build_model
-from training import sequences
+from training.fit import sequences
 
 WHERE = Path("models/x.json")
 
@@ -102,7 +102,8 @@ def test_every_command_offers_the_one_provider_list(command: str) -> None:
 
 def test_the_modes_are_one_table() -> None:
     """``run --mode`` and the config/controls checks offer the conductor's own list of modes."""
-    from lofi_live import conductor, controls
+    from lofi_live.live import conductor
+    from lofi_live.live import controls
     from lofi_live.cli import COMMANDS, build_parser
 
     parser = build_parser("lofi-live", COMMANDS, "", ["run"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lofi_live.errors import LofiError
-from lofi_live.model import Model, cuda_problem, default_model_path, resolve_model_path
+from lofi_live.model.loader import Model, cuda_problem, default_model_path, resolve_model_path
 from model_fixtures import VOCABULARY, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +167,7 @@ def test_auto_falls_back_to_cpu_quietly(tiny):
     """On a CPU-only machine ``auto`` picks the CPU and onnxruntime prints nothing about CUDA."""
     if cuda_problem() is None:
         pytest.skip("CUDA is usable here")
-    code = f"from lofi_live.model import Model; print(Model.load({str(tiny)!r}).provider)"
+    code = f"from lofi_live.model.loader import Model; print(Model.load({str(tiny)!r}).provider)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "cpu"

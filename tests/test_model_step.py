@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from lofi_live.model import Model, Stepper, WindowStepper, repeat_to_window
-from lofi_live.tokens import TokenError
+from lofi_live.model.loader import Model, Stepper, WindowStepper, repeat_to_window
+from lofi_live.tokens.rules import TokenError
 from model_fixtures import VOCABULARY, build_model
 
 V = len(VOCABULARY)

@@ -41,7 +41,7 @@ def exported(tmp_path_factory) -> Path:
 
 
 def test_loads_and_step_equals_window(exported):
-    from lofi_live.model import Model
+    from lofi_live.model.loader import Model
 
     model = Model.load(exported, provider="auto")
     assert model.provider == "cpu" and model.has_step_graph and model.window == WINDOW
@@ -59,7 +59,7 @@ def test_loads_and_step_equals_window(exported):
 
 def test_generate_round_trip_and_evaluate(exported, tmp_path, capsys):
     from lofi_live.cli import main
-    from lofi_live.midi_tokens import music21_tokens
+    from lofi_live.tokens.midi import music21_tokens
 
     out = tmp_path / "g.mid"
     assert main(["generate", "--model", str(exported), "--steps", "120", "--seed", "3", "-o", str(out)]) == 0
@@ -75,8 +75,8 @@ def test_generate_round_trip_and_evaluate(exported, tmp_path, capsys):
 
 
 def test_bench_measures_keras_predict(exported):
-    from lofi_live.bench import keras_window
-    from lofi_live.model import Model
+    from lofi_live.commands.bench import keras_window
+    from lofi_live.model.loader import Model
 
     model = Model.load(exported, provider="cpu")
     stats, note = keras_window(model, 5)

@@ -12,9 +12,9 @@ import pytest
 
 from lofi_live.cli import main
 from lofi_live.errors import LofiError
-from lofi_live.midifile import NoteEvent, write_midi
-from lofi_live.plot import PART_COLOURS, group_parts, plot_session
-from lofi_live.session import Session
+from lofi_live.midi.files import NoteEvent, write_midi
+from lofi_live.commands.plot import PART_COLOURS, group_parts, plot_session
+from lofi_live.recording.session import Session
 
 pytest.importorskip("matplotlib")
 
@@ -64,7 +64,7 @@ def test_one_part_only_shows_one_colour(tmp_path: Path) -> None:
 def test_unnamed_tracks_fall_back_to_track_order(tmp_path: Path) -> None:
     midi = write_midi(tmp_path / "other.mid", [("Piano", [NoteEvent(0, 1, 60)]), ("Bass", [NoteEvent(1, 1, 40)]),
                                                ("Drums", [NoteEvent(2, 1, 36)])], 100)
-    from lofi_live.midifile import midi_notes, read_midi
+    from lofi_live.midi.files import midi_notes, read_midi
 
     labels = list(group_parts(midi_notes(read_midi(midi))))
     assert labels == ["player (Piano)", "model (Bass)", "Drums"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lofi_live.model import DEFAULT_MODEL
+from lofi_live.model.loader import DEFAULT_MODEL
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

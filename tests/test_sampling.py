@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lofi_live import tokens as token_rules
+from lofi_live.tokens import rules as token_rules
 from lofi_live.errors import LofiError
-from lofi_live.sampling import (
+from lofi_live.model.sampling import (
     DEFAULT_MAX_REPEAT,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,

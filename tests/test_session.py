@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from lofi_live.cli import main
 from lofi_live.errors import LofiError
-from lofi_live.midifile import NoteEvent, first_tempo_bpm, midi_notes, read_midi
-from lofi_live.session import Session, read_journal
+from lofi_live.midi.files import NoteEvent, first_tempo_bpm, midi_notes, read_midi
+from lofi_live.recording.session import Session, read_journal
 
 
 def _track_names(path: Path) -> list[str]:
@@ -271,7 +271,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from lofi_live.session import Session
+    from lofi_live.recording.session import Session
 
     session = Session(120.0, Path(sys.argv[1]))
     session.note_on(0.0, "player", 36, 100)          # held for the whole session, never released

@@ -19,7 +19,7 @@ import pytest
 
 from jack_helpers import ROOT, Listener, Player, connect, engine_command, engine_ports, note_ons, unique, wait_for_ports
 from lofi_live.cli import main
-from lofi_live.midifile import midi_notes, read_midi
+from lofi_live.midi.files import midi_notes, read_midi
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 

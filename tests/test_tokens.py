@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) of the shared token rules and of the live window (issue 6, item 7).
 
 Journal and ``.mid`` round trips are covered in tests/test_journal.py and tests/test_session.py; this
-module covers the token rules (lofi_live/tokens.py) and the engine's window (the last ``window`` tokens
+module covers the token rules (lofi_live/tokens/rules.py) and the engine's window (the last ``window`` tokens
 of the shared timeline).
 """
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lofi_live import tokens as T
-from lofi_live.timeline import Timeline
+from lofi_live.tokens import rules as T
+from lofi_live.live.timeline import Timeline
 from model_fixtures import VOCABULARY
 
 pitches = st.integers(0, 127)

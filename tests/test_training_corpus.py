@@ -12,9 +12,9 @@ import mido
 import pytest
 
 from lofi_live.errors import LofiError
-from lofi_live.tokens import onset_token
+from lofi_live.tokens.rules import onset_token
 from midi_factory import random_song, write_onsets
-from training.corpus import load_corpus, prepare, save_corpus
+from training.corpus.prepare import load_corpus, prepare, save_corpus
 
 pytest.importorskip("music21")
 

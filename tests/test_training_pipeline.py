@@ -98,7 +98,7 @@ def test_export_meets_the_contract_and_onnx_matches(run_dir: Path, tmp_path: Pat
     assert len(model["baselines"]["bigram_next"]) == vocab
     assert_graphs_agree(target.parent / "tiny", model)
     # both graphs are bound to the JSON (vocabulary digest and window in their metadata), and load
-    from lofi_live.model import META_VOCABULARY, META_WINDOW, Model, vocabulary_digest
+    from lofi_live.model.loader import META_VOCABULARY, META_WINDOW, Model, vocabulary_digest
 
     for suffix in (".onnx", ".step.onnx"):
         session = ort.InferenceSession(str(target.parent / f"tiny{suffix}"), providers=["CPUExecutionProvider"])
@@ -296,8 +296,8 @@ def short_context_differences(model_path: Path, checkpoint: Path) -> tuple[list[
     Keras on exactly those tokens, the definition, and each runtime path: ``Model.window_probs``, a reset
     stepper and a fresh stepper advanced token by token; the difference between the window graph and the
     step graph, 0 where the model has none)."""
-    from lofi_live.model import Model
-    from lofi_live.model_format import encode_inputs
+    from lofi_live.model.loader import Model
+    from lofi_live.model.format import encode_inputs
     from training.runs import load_model
     from training.presets import last_position
 
@@ -370,10 +370,10 @@ def test_without_the_training_extra_arguments_come_first_then_one_line(
 
 @pytest.mark.parametrize("encoding", ["index", "scaled"])
 def test_training_feeds_keras_the_inputs_the_runtime_feeds_the_graphs(encoding: str) -> None:
-    """fit's tf.data inputs are lofi_live.model_format.encode_inputs of the windows, bit for bit."""
-    from lofi_live.model_format import encode_inputs
-    from training.fit import make_dataset
-    from training.sequences import TokenFile, make_windows
+    """fit's tf.data inputs are lofi_live.model.format.encode_inputs of the windows, bit for bit."""
+    from lofi_live.model.format import encode_inputs
+    from training.fit.loop import make_dataset
+    from training.fit.sequences import TokenFile, make_windows
 
     vocabulary = ["C4", "D4", "E4", "0.4.7", "hold", "rest"]
     tokens = ["C4", "hold", "D4", "rest", "0.4.7", "hold", "E4", "C4", "rest", "D4"]

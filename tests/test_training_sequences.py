@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lofi_live.errors import LofiError
-from lofi_live.tokens import chord_token, is_chord, midi_to_note, note_to_midi, token_pitch_classes
-from training.sequences import (
+from lofi_live.tokens.rules import chord_token, is_chord, midi_to_note, note_to_midi, token_pitch_classes
+from training.fit.sequences import (
     TokenFile, augment, bigram_next, build_vocabulary, loop_short, make_windows, oversample, split_by_file,
     transpose_file,
     unigram_counts,
 )
 
-#: MIDI 3, 4, 10 and 11 have names that do not round-trip (see lofi_live.tokens.note_to_midi).
+#: MIDI 3, 4, 10 and 11 have names that do not round-trip (see lofi_live.tokens.rules.note_to_midi).
 notes = st.integers(12, 127).map(midi_to_note)
 chords = st.sets(st.integers(0, 11), min_size=2, max_size=5).map(chord_token)
 tokens = st.one_of(notes, chords)

@@ -8,7 +8,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from lofi_live import grid_tokens
+from lofi_live.tokens import grid as grid_tokens
 from lofi_live.cli import main
 from midi_factory import held_chords, write_clip
 from model_fixtures import build_grid_token_model, build_model

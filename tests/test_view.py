@@ -10,7 +10,7 @@ import pytest
 
 from rich.console import Console
 
-from lofi_live.view import EngineStatus, LiveView, render, render_roll
+from lofi_live.live.view import EngineStatus, LiveView, render, render_roll
 
 
 def _status(**changes) -> EngineStatus:

@@ -19,7 +19,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from lofi_live.model import DEFAULT_MODEL
+from lofi_live.model.loader import DEFAULT_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_installed_wheel_takes_a_shipped_name_a_path_or_the_environment(venv, tm
     by_path = _lofi_live(venv, tmp_path, "generate", "--model", f"mine/{DEFAULT_MODEL}", "--steps", "32",
                          "-o", "path.mid")
     assert by_path.returncode == 0, by_path.stderr
-    lookup = f"from lofi_live.model import resolve_model_path; print(resolve_model_path({DEFAULT_MODEL!r}))"
+    lookup = f"from lofi_live.model.loader import resolve_model_path; print(resolve_model_path({DEFAULT_MODEL!r}))"
     for cwd, expected in ((tmp_path, venv), (tmp_path / "mine", tmp_path / "mine" / f"{DEFAULT_MODEL}.json")):
         found = _check([str(venv / "bin" / "python"), "-c", lookup], cwd=cwd, env=_user_env()).stdout.strip()
         assert Path(cwd, found).resolve().is_relative_to(expected.resolve()), (cwd, found)

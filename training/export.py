@@ -1,6 +1,6 @@
 """``lofi-train export``: a run's checkpoint -> ``NAME.onnx`` (+ ``NAME.step.onnx``) + ``NAME.json``.
 
-Follows docs/MODEL_FORMAT.md, whose fields :mod:`lofi_live.model_format` builds and checks. Both graphs
+Follows docs/MODEL_FORMAT.md, whose fields :mod:`lofi_live.model.format` builds and checks. Both graphs
 are traced from the same Keras layers with ``tf2onnx.convert.from_function`` (``from_keras`` fails on
 Keras 3):
 
@@ -27,10 +27,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lofi_live import model_format
+from lofi_live.model import format as model_format
 from lofi_live.errors import LofiError
-from lofi_live.loop_cache import LoopCache
-from lofi_live.model_format import Graph, encode_inputs, state_names, state_output
+from lofi_live.model.loop_cache import LoopCache
+from lofi_live.model.format import Graph, encode_inputs, state_names, state_output
 from training.runs import best_checkpoint, checkpoint_epoch, load_model, load_run, read_history
 from training.presets import last_position
 
@@ -164,7 +164,7 @@ def export(
 
     The run and the checkpoint are checked before TensorFlow is imported, so a bad argument is named
     even where the ``[train]`` extra is missing. ``loop_cache`` is recorded in the JSON and mixed in by
-    the runtime (lofi_live.loop_cache).
+    the runtime (lofi_live.model.loop_cache).
     """
     from training.tfsetup import quiet_keras, require
 
@@ -270,7 +270,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="writes NAME.onnx, NAME.json and, for a plain LSTM stack, NAME.step.onnx")
     parser.add_argument("--loop-cache", type=float, default=0.0, metavar="WEIGHT",
                         help="mix this share of the loop cache into the network's predictions at run time "
-                        "(0 = network alone, the default; see lofi_live/loop_cache.py)")
+                        "(0 = network alone, the default; see lofi_live/model/loop_cache.py)")
     parser.add_argument("--loop-decay", type=float, default=0.9, metavar="DECAY",
                         help="per-token decay of the loop cache's votes (default 0.9)")
 

@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lofi_live.errors import LofiError
-from lofi_live.generate import longest_run, write_tokens_midi
-from lofi_live.model_format import encode_inputs
+from lofi_live.commands.generate import longest_run, write_tokens_midi
+from lofi_live.model.format import encode_inputs
 from training.runs import checkpoints, load_model, load_run
 from training.presets import last_position
 

@@ -1,0 +1,1 @@
+"""The live engine's parts and the loop that wires them."""

@@ -1,0 +1,257 @@
+"""Look-ahead: the next token computed on the inference thread, the one owner of the stepper and the sampler.
+
+Grid and look-ahead
+    The engine starts computing the model's token for step ``n + 1`` as soon as the window for it is
+    known: right after boundary ``n`` is sent (seed models: the model's token at ``n`` enters the
+    window when sent), or when step ``n`` closes half a step later (grid models: step ``n``'s token
+    is made from everything that sounded in it). At boundary ``n + 1`` the token is normally long
+    ready, so the boundary only sends messages.
+
+Overload rule (documented, counted)
+    When the token for step ``n`` is not ready at its grid time the grid does not wait: step ``n``
+    stays silent (``late_steps`` += 1) and the token, once ready, is played at the next grid step
+    instead (if the model should still play then). No step is ever sent late and the grid never
+    moves, so a model slower than a grid step plays every other step (or fewer), on the grid. No
+    second token is computed while one is pending.
+
+One owner
+    The stepper and the :class:`lofi_live.model.sampling.Sampler` (its random generator and repetition
+    memory) are touched only by the inference thread. The engine thread changes the sampler by
+    message (:meth:`InferenceWorker.set_temperature`, :meth:`InferenceWorker.forget`), applied before
+    the next token is sampled. A fault in the stepper or the sampler is handed to the engine thread
+    with the job and stops the engine there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Sequence
+
+import numpy as np
+
+from lofi_live.model import sampling
+
+
+class Job:
+    """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
+
+    __slots__ = ("step", "end", "window", "allowed", "done", "token", "seconds", "cancelled", "error", "model",
+                 "stream", "computed")
+
+    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0):
+        self.step, self.end, self.window, self.allowed = step, end, window, allowed
+        # ``model``: the model to run (None: the worker's); ``stream``: which token sequence ``end``
+        # counts in (0 = the timeline, another number = a mutate's replayed context).
+        self.model, self.stream = model, stream
+        self.done = threading.Event()
+        self.token: int | None = None
+        self.seconds = 0.0
+        self.computed = False  # by the inference thread (a loop's known token is not)
+        self.cancelled = False
+        self.error: BaseException | None = None
+
+
+class InferenceWorker:
+    """Computes tokens on its own thread with the model's stepper (O(1) per new timeline token).
+
+    The stepper follows the timeline: tokens appended since the last job are fed with ``advance``;
+    anything else (first job, a gap longer than the window, another stream or another model)
+    rebuilds the state with ``reset``. Only the newest submitted job waits; an older one not yet
+    started is dropped.
+    """
+
+    def __init__(self, model, sampler: sampling.Sampler, slow_ms: float = 0.0):
+        self.model, self.slow = model, slow_ms / 1000.0
+        self._sampler = sampler  # the inference thread's alone from here on
+        self.stepper = model.stepper()
+        self._stream = 0
+        self._fed_end = -1
+        self._probs = None
+        self._cond = threading.Condition()
+        self._next: Job | None = None
+        self._changes: list[tuple[str, float]] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name="lofi-inference", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._next is not None:
+                self._next.cancelled = True
+                self._next.done.set()
+            self._next = job
+            self._cond.notify()
+
+    def set_temperature(self, value: float) -> None:
+        """Sample with ``value`` from the next token on."""
+        with self._cond:
+            self._changes.append(("temperature", float(value)))
+
+    def forget(self) -> None:
+        """Clear the sampler's repetition memory before the next token (its indices changed)."""
+        with self._cond:
+            self._changes.append(("forget", 0.0))
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._next is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                job, self._next = self._next, None
+                changes, self._changes = self._changes, []
+            start = time.perf_counter()
+            try:
+                for name, value in changes:
+                    if name == "temperature":
+                        self._sampler.temperature = value
+                    else:
+                        self._sampler.forget()
+                if self.slow:
+                    time.sleep(self.slow)
+                job.token = self.compute(job)
+            except BaseException as error:  # noqa: BLE001 - handed to the engine thread, which stops
+                job.error = error
+            job.seconds = time.perf_counter() - start
+            job.computed = True
+            job.done.set()
+
+    def compute(self, job: Job) -> int:
+        if job.model is not None and job.model is not self.model:  # model_select: switch here
+            self.model, self.stepper, self._probs = job.model, job.model.stepper(), None
+            # the repetition guard and legato follow the new vocabulary's holds and rests
+            self._sampler.follow(job.model.vocabulary)
+        gap = job.end - self._fed_end
+        window = job.window
+        if self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window) or gap >= self.stepper.window:
+            self._stream = job.stream
+            probs = self.stepper.reset(window)
+        else:
+            probs = self._probs
+            for index in window[len(window) - gap :]:
+                probs = self.stepper.advance(index)
+        self._fed_end, self._probs = job.end, probs
+        return int(self._sampler.choose(probs, job.allowed))
+
+
+class LookAhead:
+    """The engine thread's side: the one pending job, late steps, and measured latencies."""
+
+    def __init__(self, worker: InferenceWorker | None = None):
+        self.worker = worker
+        self.job: Job | None = None
+        self.late_steps = 0
+        self.latencies: deque[float] = deque(maxlen=20000)  # the whole run's, for the figures at exit
+        self.recent_latencies: deque[float] = deque(maxlen=256)  # the view's
+
+    def submit(self, job: Job) -> None:
+        self.job = job
+        if self.worker is not None:
+            self.worker.submit(job)
+
+    def ready(self, job: Job) -> None:
+        """A job whose token is already known (a loop): nothing to compute."""
+        job.done.set()
+        self.job = job
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancelled = True
+            self.job = None
+
+    def drop_done(self) -> None:
+        """The model does not play this step: a finished token is dropped (a running one may still serve)."""
+        if self.job is not None and self.job.done.is_set():
+            self.job = None
+
+    def take(self, step: int) -> tuple[int | None, bool]:
+        """The token for ``step`` if it is ready, and whether the step is late (token not ready).
+
+        A late job moves to the next step. A job that failed raises its error here, on the engine thread.
+        """
+        job = self.job
+        if job is None:
+            return None, False
+        if job.cancelled:
+            self.job = None
+            return None, False
+        if job.step > step:  # computed ahead for a later step (MIDI Start): not yet
+            return None, False
+        if not job.done.is_set():
+            self.late_steps += 1
+            job.step = step + 1
+            return None, True
+        self.job = None
+        if job.error is not None:
+            raise job.error
+        if job.computed:
+            self.latencies.append(job.seconds)
+            self.recent_latencies.append(job.seconds)
+        return job.token, False
+
+
+class KeyLock:
+    """``--key``/``--scale`` and the key_lock control: which tokens the sampler may choose.
+
+    ``auto`` detects the key (Krumhansl-Schmuckler) from the last 64 tokens of the timeline when the
+    model is about to play and at least 8 tokens came since the last detection.
+    """
+
+    def __init__(self, vocabulary: Sequence[str], key: str | None, scale: str):
+        self.vocabulary = list(vocabulary)
+        self.setting, self.scale = key, scale
+        self.enabled = key is not None
+        self.name: str | None = None
+        self.allowed: np.ndarray | None = None
+        self._checked = -1
+        self._fix()
+
+    def _fix(self) -> None:
+        if self.setting is None or self.setting == "auto":
+            return
+        pc = sampling.parse_key(self.setting)
+        self.scale = sampling.parse_scale(self.scale)
+        self.allowed = sampling.ScaleLock(self.vocabulary, pc, self.scale).mask
+        self.name = sampling.key_name(pc, self.scale)
+
+    def toggle(self, value: Any) -> None:
+        """key_lock: on/off (None flips); on without ``--key`` means ``auto``."""
+        self.enabled = not self.enabled if value is None else bool(value)
+        self._checked = -1
+        if self.enabled and self.setting is None:
+            self.setting = "auto"
+
+    def rebuild(self, vocabulary: Sequence[str]) -> None:
+        """Another model's vocabulary (model_select)."""
+        self.vocabulary = list(vocabulary)
+        self.allowed, self.name, self._checked = None, None, -1
+        self._fix()
+
+    def mask(self, timeline: Any) -> np.ndarray | None:
+        """The allowed tokens now (None: no lock); ``auto`` listens to ``timeline`` (a Timeline)."""
+        if not self.enabled:
+            return None
+        if self.setting == "auto" and (timeline.count - self._checked >= 8 or self.allowed is None):
+            self._checked = timeline.count
+            tokens = timeline.tokens()
+            if tokens:
+                pc, scale = sampling.detect_key(tokens[-64:])
+                name = sampling.key_name(pc, scale)
+                if name != self.name:
+                    self.allowed = sampling.ScaleLock(self.vocabulary, pc, scale).mask
+                    self.name = name
+        return self.allowed
+
+    @property
+    def shown(self) -> str | None:
+        """What the view shows: the key, ``auto`` until detected, None (``free``) when unlocked."""
+        return (self.name or "auto") if self.enabled else None

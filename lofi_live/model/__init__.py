@@ -1,0 +1,1 @@
+"""The exported model: format, loading, step and window graphs, sampling."""

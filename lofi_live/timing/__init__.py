@@ -1,0 +1,1 @@
+"""Time: the internal, MIDI-clock and Link clocks, swing and dynamics."""

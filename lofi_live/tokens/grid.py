@@ -1,0 +1,161 @@
+"""The grid tokenization: one token per 0.5-beat step, with ``hold`` and ``rest``, built on mido.
+
+The seed's tokenization keeps only the order of onsets, so a chord held for a bar and an eighth note
+are the same one-step token. Here every grid step of a file is a token (``docs/CORPUS_FORMAT.md``):
+
+* a note's onset belongs to step ``floor(onset_beats / 0.5 + 0.5)`` (the nearest step, ties late);
+  channel 10 (drums) is left out; all other tracks and channels are merged;
+* a step with onsets is an onset token: one pitch gives its note token, two or more the chord token
+  of all their pitches (:func:`lofi_live.tokens.rules.onset_token`);
+* a step without onsets is ``hold`` when a note that began at an earlier step still sounds at the
+  step's time plus a quarter step (0.125 beat), else ``rest``;
+* trailing rests are dropped and at most :data:`MAX_RESTS` (one bar) rests in a row are kept.
+
+:func:`tokens_to_notes` is the inverse used by ``generate``: an onset's notes sound until the next
+onset or rest, so grid tokens -> ``.mid`` -> grid tokens is the identity. The live engine applies the
+same per-step rule to what is played (:func:`step_token`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from typing import Iterable, Sequence
+
+import mido
+
+from lofi_live.tokens import rules as token_rules
+from lofi_live.midi.files import NoteEvent, read_midi
+
+#: Beats per grid step.
+STEP_BEATS = token_rules.GRID_BEATS
+#: How far into a step (in beats) a note must still sound for the step to be a hold.
+HOLD_PROBE_BEATS = STEP_BEATS / 4
+#: Longest run of rests kept (one 4/4 bar of eighths); longer silences are cut to this.
+MAX_RESTS = 8
+#: MIDI channel 10, drums (0-based 9): not part of the harmony or melody the model plays.
+DRUM_CHANNEL = 9
+#: Rules stamp of this tokenization, recorded in corpora and caches.
+RULES = ("grid v1: one token per 0.5 beat; onset step floor(beats/0.5+0.5); drums (channel 10) left out; "
+         "hold if a note from an earlier step sounds at step+0.125 beat, else rest; trailing rests dropped; "
+         f"at most {MAX_RESTS} rests in a row")
+
+
+def onset_step(beats: float) -> int:
+    """The grid step a note starting at ``beats`` belongs to: the nearest one, a tie going late."""
+    return math.floor(beats / STEP_BEATS + 0.5)
+
+
+def step_token(onset_pitches: Iterable[int], sounding: bool) -> str:
+    """One step's token: its onsets' token, else ``hold`` while an earlier note sounds, else ``rest``."""
+    pitches = sorted(set(onset_pitches))
+    if pitches:
+        return token_rules.onset_token(pitches)
+    return token_rules.HOLD if sounding else token_rules.REST
+
+
+def notes_to_tokens(notes: Iterable[NoteEvent]) -> list[str]:
+    """Grid tokens of notes timed in beats (drums and zero-length notes included as given)."""
+    onsets: dict[int, list[int]] = {}
+    ends: list[tuple[int, float]] = []  # (onset step, end beat) of every note
+    for note in notes:
+        step = onset_step(note.start)
+        onsets.setdefault(step, []).append(note.pitch)
+        ends.append((step, note.start + note.duration))
+    if not onsets:
+        return []
+    # the last step whose probe time a note still sounds at (holds after the last onset)
+    last = max(max(onsets), *(math.ceil((end - HOLD_PROBE_BEATS) / STEP_BEATS) - 1 for _, end in ends))
+    # the latest end of the notes begun at each step, then its running maximum: a step s without
+    # onsets holds when a note begun before s ends after s's probe time
+    latest: dict[int, float] = {}
+    for step, end in ends:
+        latest[step] = max(latest.get(step, -math.inf), end)
+    found: list[str] = []
+    reach = -math.inf  # latest end of the notes begun before the current step
+    rests = 0
+    for step in range(min(0, min(onsets)), last + 1):
+        probe = step * STEP_BEATS + HOLD_PROBE_BEATS
+        token = step_token(onsets.get(step, ()), reach > probe)
+        reach = max(reach, latest.get(step, -math.inf))
+        if token == token_rules.REST:
+            rests += 1
+            if rests > MAX_RESTS:
+                continue
+        else:
+            rests = 0
+        found.append(token)
+    while found and found[-1] == token_rules.REST:
+        found.pop()
+    return found
+
+
+def midi_file_notes(midi: mido.MidiFile, tracks: str | None = None) -> list[NoteEvent]:
+    """Every note of an open MIDI file but the drums, all tracks and channels merged, timed in beats.
+
+    ``tracks`` (a glob, case-insensitive) keeps only the tracks whose name matches it, e.g. ``PIANO``
+    for POP909's accompaniment track. A note-on with velocity 0 is a note-off. A note-on for a pitch already sounding on its channel
+    replaces the pending one (the earlier start is dropped), as the shared grid conformance vectors
+    expect; a note never released ends at the end of its track.
+    """
+    notes: list[NoteEvent] = []
+    per_beat = midi.ticks_per_beat
+    for track in midi.tracks:
+        if tracks is not None and not fnmatch.fnmatch(track.name.strip().lower(), tracks.lower()):
+            continue
+        sounding: dict[tuple[int, int], tuple[int, int]] = {}
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type not in ("note_on", "note_off") or message.channel == DRUM_CHANNEL:
+                continue
+            key = (message.channel, message.note)
+            if message.type == "note_on" and message.velocity > 0:
+                sounding[key] = (tick, message.velocity)
+            elif key in sounding:
+                start, velocity = sounding.pop(key)
+                notes.append(NoteEvent(start / per_beat, (tick - start) / per_beat, message.note, velocity,
+                                       message.channel))
+        for (channel, pitch), (start, velocity) in sounding.items():
+            notes.append(NoteEvent(start / per_beat, (tick - start) / per_beat, pitch, velocity, channel))
+    notes.sort()
+    return notes
+
+
+def file_notes(path: str | os.PathLike, tracks: str | None = None) -> list[NoteEvent]:
+    """:func:`midi_file_notes` of a file; bad files raise a one-line :class:`lofi_live.errors.LofiError`."""
+    return midi_file_notes(read_midi(path), tracks)
+
+
+def file_tokens(path: str | os.PathLike, tracks: str | None = None) -> list[str]:
+    """Grid tokens of one MIDI file (of its tracks named like ``tracks``); bad files raise a one-line error."""
+    return notes_to_tokens(file_notes(path, tracks))
+
+
+def tokens_to_notes(tokens: Sequence[str], velocity: int = 80, start_step: int = 0) -> list[NoteEvent]:
+    """The notes grid tokens describe: each onset sounds until the next onset or rest.
+
+    A ``hold`` keeps the previous onset's notes sounding (a hold with nothing before it sounds
+    nothing); chords are voiced by :func:`lofi_live.tokens.rules.token_pitches`.
+    """
+    notes: list[NoteEvent] = []
+    current: list[int] = []
+    began = 0
+
+    def release(step: int) -> None:
+        for pitch in current:
+            notes.append(NoteEvent(began * STEP_BEATS, (step - began) * STEP_BEATS, pitch, velocity))
+        current.clear()
+
+    for offset, token in enumerate(tokens):
+        step = start_step + offset
+        if token == token_rules.HOLD:
+            continue
+        release(step)
+        if token != token_rules.REST:
+            current.extend(token_rules.token_pitches(token))
+            began = step
+    release(start_step + len(tokens))
+    notes.sort()
+    return notes

@@ -1,0 +1,1 @@
+"""Preparing corpora: MIDI folder to tokens, shards, Dask."""

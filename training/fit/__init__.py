@@ -1,0 +1,1 @@
+"""Training: windows and vocabulary, the fit loop, streamed input, tf.distribute strategies."""
