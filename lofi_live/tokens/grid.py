@@ -42,6 +42,19 @@ RULES = ("grid v1: one token per 0.5 beat; onset step floor(beats/0.5+0.5); drum
          f"at most {MAX_RESTS} rests in a row")
 
 
+#: Grid steps in a 4/4 bar: a step's position in its bar is 0-7, 0 on the downbeat.
+STEPS_PER_BAR = 8
+
+
+def bar_positions(count: int, first: int = 0) -> list[int]:
+    """Positions in the 4/4 bar of ``count`` consecutive grid steps, the first at position ``first``.
+
+    A file's step ``k`` (counted from the file's start, beat 0, a downbeat) is at ``k % STEPS_PER_BAR``; the
+    live engine counts from the clock's bar line. A model with a position input reads one beside each token.
+    """
+    return [(first + offset) % STEPS_PER_BAR for offset in range(count)]
+
+
 def onset_step(beats: float) -> int:
     """The grid step a note starting at ``beats`` belongs to: the nearest one, a tie going late."""
     return math.floor(beats / STEP_BEATS + 0.5)
