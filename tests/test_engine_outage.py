@@ -97,6 +97,29 @@ def test_a_lost_input_ends_the_keys_held_down_and_the_model_plays_on():
     sim.close()
 
 
+def test_owed_note_offs_wait_for_the_output_when_the_system_returns_without_it():
+    """The MIDI system back before the --out port: the note-offs it owes are not sent to a missing
+    port; they go to the output when it is back, and the model holds until then."""
+    sim, _ = _sim(gate=4)
+    sim.run(10, phrase([60, 62, 64]))
+    engine = sim.engine
+    sounding = set(engine.voices.sounding)
+    assert sounding, "a model note sounds when the system goes"
+    engine._handle(PortEvent("lost", "system", "the JACK server"), 10 * STEP + 0.01)
+    sent = len(sim.sent)
+    engine._handle(PortEvent("back", "system", "the JACK server", (("output", OUTPUT),)), 12 * STEP)
+    assert [m for _, m in sim.sent[sent:] if m.type == "note_off"] == []  # not to a port that is not there
+    assert engine.outages.holding and engine.outages.owed == sounding
+    assert engine.snapshot().notice.endswith(f"{OUTPUT} is not back yet; still holding")
+    sim.run(16)
+    assert _model_ons(sim, sent) == []
+    engine._handle(PortEvent("back", "output", OUTPUT), 16 * STEP + 0.01)
+    paid = [m for _, m in sim.sent[sent:]]
+    assert {(m.channel, m.note) for m in paid if m.type == "note_off"} == sounding
+    assert not engine.outages.holding and not engine.outages.owed
+    sim.close()
+
+
 def test_the_system_gone_under_midi_clock_stops_and_waits_for_the_daw():
     from engine_fakes import FakeModel
     from lofi_live.live.engine import Engine, EngineConfig

@@ -105,15 +105,20 @@ def _back(engine: Engine, event: PortEvent, now: float) -> None:
     outages = engine.outages
     was_holding = outages.holding
     if event.scope == "system":
-        outages.gone.clear()  # what is still missing is said again by the ports
+        outages.gone.clear()
+        for scope, name in event.missing:  # a port of the system not back with it: still gone
+            outages.gone[scope] = PortEvent("lost", scope, name)
     elif outages.gone.pop(event.scope, None) is None:
         return
     beat = engine.clock.beat_at(now)
     said = "reconnected"
     if event.scope in ("system", "output"):
-        _pay(engine)
         said = "the ports are open again under their names (connect them in the DAW if it does not)" \
             if event.scope == "system" else "reconnected, All Notes Off sent"
+        if "output" not in outages.gone:  # the owed note-offs wait for the output that owes them
+            _pay(engine)
+        if event.missing:
+            said += "".join(f"; {name} is not back yet" for _, name in event.missing)
     if was_holding and not outages.holding:
         _resume(engine)
     engine.session.back(beat, event.name)

@@ -241,7 +241,8 @@ class MidiPorts:
         if self.on_event is not None:
             self.on_event(event)
         else:
-            log.warning("%s %s", event.name, "is gone; waiting for it to come back" if event.kind == "lost" else "is back")
+            said = "is gone; waiting for it to come back" if event.kind == "lost" else "is back"
+            log.warning("%s %s%s", event.name, said, "".join(f"; {name} is not back yet" for _, name in event.missing))
 
     def _take(self, attr: str) -> Any:
         with self._lock:
@@ -322,10 +323,9 @@ class MidiPorts:
             for attr, port in opened.items():
                 setattr(self, attr, port)
         self.system_up = True
-        self._emit(PortEvent("back", "system", SYSTEM_NAMES[self.backend]))
-        for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
-            if attr not in opened:
-                self._emit(PortEvent("lost", spec.kind, spec.describe()))
+        missing = tuple((spec.kind, spec.describe()) for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output"))
+                        if attr not in opened)
+        self._emit(PortEvent("back", "system", SYSTEM_NAMES[self.backend], missing))
 
     def _follow(self, spec: PortSpec, attr: str) -> None:
         """An ``--in``/``--out`` port: dropped when it is no longer listed, reopened when it is again."""
