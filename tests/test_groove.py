@@ -92,11 +92,11 @@ def test_under_the_midi_clock_a_swung_off_beat_is_sent_its_swing_after_its_tick_
     try:
         engine._handle(mido.Message("start"), 0.0)
         for count in range(24 * 3):  # no engine loop: a due step is sent when the next boundary tick comes
-            if engine.lookahead.job is not None:
-                engine.lookahead.job.done.wait(2)
+            if engine.responder.lookahead.job is not None:
+                engine.responder.lookahead.job.done.wait(2)
             engine._handle(mido.Message("clock"), count * tick)
     finally:
-        engine.worker.stop()
+        engine.responder.worker.stop()
     assert [step for step, _ in sent] == list(range(5))  # step 5 waits for its time (no loop here)
     for step, when in sent:  # on-beats at their tick; off-beats 2/3 through the beat: 4 ticks after theirs
         assert when == pytest.approx(step * 12 * tick + (4 * tick if step % 2 else 0))
@@ -139,7 +139,7 @@ def test_played_swung_into_a_swung_engine_the_tokens_match_a_straight_performanc
     for swing in (50, pct):
         sim = Sim(model=grid_model(ONSETS), mode="continue", response_bars=1, wait_beats=2, swing=swing)
         sim.run(16, _performance(Swing(swing)))
-        runs[swing] = sim.engine.timeline.tokens()
+        runs[swing] = sim.engine.responder.timeline.tokens()
         sim.close()
     assert runs[50][:8] == ["C4", "D4", "E4", "F4", "hold", "G4", "C4", "hold"]
     assert runs[pct] == runs[50]

@@ -132,8 +132,8 @@ def _perform(jack_server: str, tmp_path: Path, pct: float) -> dict | None:
             live.close()
             return None
         # the answer: one bar (8 steps) after 2 beats of silence; its tokens enter as its steps close
-        assert _wait(lambda: len(engine.timeline.tokens(part="model")) >= 8, 15), engine.timeline.tokens()
-        entries = [(entry.part, entry.token) for entry in list(engine.timeline.entries)]
+        assert _wait(lambda: len(engine.responder.timeline.tokens(part="model")) >= 8, 15), engine.responder.timeline.tokens()
+        entries = [(entry.part, entry.token) for entry in list(engine.responder.timeline.entries)]
         answer = [i for i, (part, _) in enumerate(entries) if part == "model"]
         tokens = [token for _, token in entries[: answer[7] + 1]]  # up to the answer's 8th token
         stats = engine.stats()

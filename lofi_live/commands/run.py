@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import mido
+
 from lofi_live.live.conductor import MODES
 from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, swing_fraction
@@ -107,6 +109,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--offset-ms", type=float, default=0.0, help="shift the model's output by MS milliseconds (latency compensation; may be negative)")
     timing.add_argument("--max-note-beats", type=_positive, default=8.0, help="longest note the engine plays (model, metronome), in beats, before a note-off is "
                         "forced (default 8); a played note passed --thru lasts as long as it is held")
+    timing.add_argument("--lost-key-bars", type=_positive, default=8.0, metavar="BARS",
+                        help="a key held this many bars while no input at all arrives is taken as lost (its note-off "
+                        "never came): said once and released, so the model answers again (default 8)")
     timing.add_argument("--duration", type=_positive, default=None, metavar="SECONDS", help="stop after SECONDS (scripts)")
 
     out = parser.add_argument_group("recording and display")
@@ -141,8 +146,6 @@ def _check(args: argparse.Namespace) -> None:
         swing_fraction(args.swing)
     except ValueError as error:
         raise LofiError(str(error)) from None
-    if args.in_channel is not None and args.thru and args.out_channel == args.in_channel:
-        pass  # allowed: passthrough on the same channel as the model
 
 
 class _Logging(logging.Handler):
@@ -270,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         response_bars=args.response_bars, gate=args.gate, velocity=args.velocity,
         out_channel=args.out_channel - 1, in_channel=None if args.in_channel is None else args.in_channel - 1,
         thru=args.thru, offset_ms=args.offset_ms, metronome=None if args.metronome is None else args.metronome - 1,
-        max_note_beats=args.max_note_beats, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
+        max_note_beats=args.max_note_beats, lost_key_bars=args.lost_key_bars, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
         swing=args.swing, humanize=args.humanize, seed=args.seed,
     )
     key = args.key
@@ -327,29 +330,46 @@ def run(args: argparse.Namespace) -> int:
         engine.start()
         _play(engine, session, args, stop)
     finally:
-        engine.stop()
-        if not engine.join(5):
-            engine.panic()  # the engine thread is stuck: silence everything from here
+        ended = _stop_engine(engine, ports.send)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         ports.close()
         written = None
         if session is not None:
             written = session.close(end_beat=_end_beat(engine))
-    stats = engine.stats()
-    if not args.quiet:
+    if not args.quiet and ended:
+        stats = engine.stats()
         print(f"lofi-live: stopped after {stats['steps']} steps ({stats['played_steps']} played, "
               f"{stats['late_steps']} late); inference median {stats['latency_median_ms']:.2f} ms, "
               f"p99 {stats['latency_p99_ms']:.2f} ms; emission error median {stats['emission_median_ms']:.3f} ms, "
               f"p99 {stats['emission_p99_ms']:.3f} ms; {stats['messages_in']} MIDI messages in"
               + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else "")
               + (f", {ports.faults} messages lost while the output port was gone" if ports.faults else ""), flush=True)
-        if written is not None:
-            print(f"lofi-live: wrote {written}", flush=True)
+    if not args.quiet and written is not None:
+        print(f"lofi-live: wrote {written}", flush=True)
     if engine.error is not None:
         print(f"lofi-live: error: the engine stopped: {type(engine.error).__name__}: {engine.error}", file=sys.stderr)
         return 1
     return 0
+
+
+#: How long the main thread waits for the engine thread to end (it sends every note-off first).
+STOP_SECONDS = 5.0
+
+
+def _stop_engine(engine, send, seconds: float = STOP_SECONDS) -> bool:
+    """Stop the engine; True once its thread has ended (it silenced every note itself).
+
+    A thread that did not end in time still owns its state (the notes it sounds, its figures), so
+    this thread never reaches into it: All Notes Off goes straight to the output port on all 16
+    channels, and there are no figures to print."""
+    engine.stop()
+    if engine.join(seconds):
+        return True
+    log.warning("the engine did not stop within %g s: All Notes Off sent on every channel", seconds)
+    for channel in range(16):
+        send(mido.Message("control_change", channel=channel, control=123, value=0))
+    return False
 
 
 def _realtime_priority() -> bool:

@@ -115,6 +115,7 @@ RUN_KEYS.update({
     "humanize": ((bool,), None),
     "offset_ms": ((int, float), _range(-1000, 1000)),
     "max_note_beats": ((int, float), _range(0.5, 256)),
+    "lost_key_bars": ((int, float), _range(0.25, 1024)),
     "quiet": ((bool,), None),
 })
 CC_KEYS = ACTIONS + ("state_cc", "channel")
@@ -390,10 +391,8 @@ def learn(receive: Callable[[float], mido.Message | None], actions: list[str], a
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (bool, int)):
+        return str(value).lower()
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"cannot write {value!r} to TOML")
@@ -425,9 +424,7 @@ def save_config(path: str | os.PathLike, cc: Mapping[str, int] | None = None, ru
     merged_cc = {k: v for k, v in merged_cc.items() if k in (cc or {}) or v not in changed_numbers}
     merged_ranges = {k: v for k, v in existing.ranges.items() if DEFAULT_RANGES.get(k) != tuple(v)}
     merged_ranges.update(ranges or {})
-    document: dict[str, dict[str, Any]] = {}
-    if merged_run:
-        document["run"] = merged_run
+    document: dict[str, dict[str, Any]] = {"run": merged_run} if merged_run else {}
     cc_table: dict[str, Any] = {}
     if channel is not None or existing.channel is not None:
         cc_table["channel"] = channel if channel is not None else existing.channel
@@ -438,8 +435,7 @@ def save_config(path: str | os.PathLike, cc: Mapping[str, int] | None = None, ru
         document["ranges"] = {k: list(v) for k, v in merged_ranges.items()}
     lines = ["# lofi-live config (docs/CONFIG.md); written by lofi-live"]
     for table, content in document.items():
-        lines.append("")
-        lines.append(f"[{table}]")
+        lines += ["", f"[{table}]"]
         lines.extend(f"{_toml_key(key)} = {_toml_value(value)}" for key, value in content.items())
     text = "\n".join(lines) + "\n"
     parse_config(tomllib.loads(text), target, text)

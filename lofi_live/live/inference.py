@@ -34,6 +34,15 @@ import numpy as np
 from lofi_live.model import sampling
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile by the nearest rank (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
 class Job:
     """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
 
