@@ -25,7 +25,7 @@ def off(pitch, channel=0, zero_velocity=False):
 class Sim:
     """An engine on a simulated clock; ``sent`` holds ``(step, message)`` for every output message."""
 
-    def __init__(self, model=None, sampler=None, key=None, scale="minor", controls=None, models=(), session=None,
+    def __init__(self, model=None, sampler=None, key=None, scale=None, controls=None, models=(), session=None,
                  **config):
         self.model = model or FakeModel()
         self.sent: list[tuple[int, mido.Message]] = []

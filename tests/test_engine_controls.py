@@ -257,3 +257,20 @@ def test_a_tempo_control_applied_late_moves_no_beat_already_read():
     assert engine.clock.bpm == pytest.approx(180)
     # at most 180 BPM between the two readings (anchored at its arrival, it jumped 0.4 beat ahead)
     assert 0 <= b1 - b0 <= (t1 - t0) * 3 + 1e-6, (b0, b1)
+
+
+def test_the_live_key_lock_and_generate_s_are_one_rule():
+    """--key auto --scale dorian: generate and the live engine lock the same tokens for the same notes."""
+    from lofi_live.commands.generate import scale_lock
+
+    vocabulary = ["A4", "B4", "C5", "C#5", "D5", "E5", "F5", "F#5", "G5", "G#5", "0.4.7", "1.5.8"]
+    heard = ["A4", "C5", "E5", "A4", "E5", "A4", "B4", "C5", "A4"]
+    for scale in (None, "dorian"):
+        sim = Sim(model=FakeModel(vocabulary), key="auto", scale=scale)
+        for token in heard:
+            sim.engine.responder.timeline.append(0, "player", token, vocabulary.index(token))
+        live = sim.engine.responder.keylock.mask(sim.engine.responder.timeline)
+        offline = scale_lock(FakeModel(vocabulary), "auto", scale, heard)
+        assert list(live) == list(offline.mask)
+        assert sim.engine.responder.keylock.name == ("A minor" if scale is None else "A dorian")
+        sim.close()

@@ -124,3 +124,29 @@ def test_a_response_opens_with_an_onset_even_when_the_network_would_rest():
     assert tokens[1:4] == ["rest", "rest", "rest"], tokens  # after the opening, the network's own rests
     assert _by_step(sim, "on"), "the response sounded nothing"
     sim.close()
+
+
+def test_a_response_follows_the_grid_grammar_of_generate():
+    """The one grammar (lofi_live.tokens.grid.GridGrammar): a response opens with an onset, holds only while
+    it sounds (never right after a rest) and rests at most a bar (8 steps) in a row."""
+    from lofi_live.tokens.notes import longest_run
+
+    sim = Sim(model=grid_model({"C4": "rest", "rest": "hold", "hold": "hold"}), response_bars=2)
+    sim.engine.prime(["C4"])
+    sim.engine.plan(0)
+    sim.run(17)
+    tokens = sim.engine.responder.timeline.tokens("model")
+    assert len(tokens) >= 12 and tokens[0] not in ("hold", "rest")
+    assert all((before, after) != ("rest", "hold") for before, after in zip(tokens, tokens[1:])), tokens
+    sim.close()
+
+    sim = Sim(model=grid_model({"C4": "rest", "rest": "rest"}), response_bars=2)
+    sim.engine.prime(["C4"])
+    sim.engine.plan(0)
+    sim.run(17)
+    steps = [step for step, m in sim.sent if m.type == "note_on" and m.velocity]  # the model's onsets
+    assert steps[0] == 0
+    assert any(step > 8 for step in steps), "after 8 rests the response plays again"
+    silent = [step for step in range(17) if step not in steps]
+    assert longest_run([step - index for index, step in enumerate(silent)]) <= 8  # consecutive silent steps
+    sim.close()

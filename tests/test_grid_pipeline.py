@@ -19,7 +19,7 @@ from lofi_live.commands.generate import generate_indices, make_sampler, seed_win
 from lofi_live.model.loader import Model  # noqa: E402
 from midi_factory import held_chords, write_clip  # noqa: E402
 from training.cli import main as lofi_train  # noqa: E402
-from training.corpus.prepare import load_corpus  # noqa: E402
+from training.corpus.io import load_corpus  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

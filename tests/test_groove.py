@@ -280,3 +280,13 @@ def test_generate_velocity_and_humanize(tiny_grid, tmp_path):
     assert main(["generate", "--model", str(tiny_grid), "--steps", "64", "--seed", "4", "--velocity", "70",
                  "--humanize", "--swing", "58", "-o", str(again)]) == 0
     assert _onset_ticks(again) == _onset_ticks(out)  # seeded
+
+
+def test_groove_places_a_note_on_its_step_by_the_one_beat_to_step_rule():
+    """A note a quarter step off the grid belongs to the step onset_step names (ties late), in the groove as
+    in the tokens: not the one banker's rounding would pick."""
+    swing = Swing(66)
+    groove = Groove(swing, Dynamics(80, Humanize(False, 0)), Humanize(False, 0))
+    for start in (0.25, 0.75, 1.25):  # exactly between two steps
+        [note] = groove.notes([NoteEvent(start, 0.5, 60)], 90)
+        assert note.start == pytest.approx(swing.step_beat(onset_step(start)))

@@ -136,9 +136,9 @@ def _perform(jack_server: str, tmp_path: Path, pct: float) -> dict | None:
         entries = [(entry.part, entry.token) for entry in list(engine.responder.timeline.entries)]
         answer = [i for i, (part, _) in enumerate(entries) if part == "model"]
         tokens = [token for _, token in entries[: answer[7] + 1]]  # up to the answer's 8th token
-        stats = engine.stats()
         anchor = clock.anchor_time
         midi = live.close()
+        stats = engine.stats()  # once the engine thread has ended
         model_sent = [t for t, m in live.sent if m.type == "note_on" and m.velocity > 0 and m.channel == 0]
         return {"tokens": tokens, "player": _track_notes(midi, "player"), "model": _track_notes(midi, "model"),
                 "sent": model_sent, "heard": [t for t, m in listener.snapshot() if m.type == "note_on" and m.velocity],

@@ -37,10 +37,12 @@ from typing import Sequence
 import numpy as np
 
 from lofi_live.tokens import grid as grid_tokens
+from lofi_live.tokens.grid import GridGrammar
 from lofi_live.tokens import rules as token_rules
+from lofi_live.tokens.notes import longest_run, tokens_to_notes
 from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, Dynamics, Groove, Humanize, Swing
-from lofi_live.midi.files import NoteEvent, first_tempo_bpm, read_midi, write_midi
+from lofi_live.midi.files import first_tempo_bpm, read_midi, write_midi
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
 from lofi_live.model.sampling import (
     DEFAULT_LEGATO,
@@ -52,16 +54,13 @@ from lofi_live.model.sampling import (
     SCALES,
     Sampler,
     ScaleLock,
-    detect_key,
+    key_lock,
     key_name,
     legato_share,
-    parse_key,
-    parse_scale,
 )
 
 DEFAULT_STEPS = 500
 DEFAULT_BPM = 90.0
-VELOCITY = 80
 #: Beats per bar: clips and ``--bars`` are counted in 4/4 bars.
 BAR_BEATS = 4
 
@@ -85,23 +84,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", help=f"scale of --key: {', '.join(SCALES)} (default minor; auto detects major/minor)")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
     parser.add_argument("-o", "--output", required=True, help="the .mid file to write (with --variations: the folder)")
-
-
-def tokens_to_notes(
-    tokens: Sequence[str], kind: str = "seed", grid_beats: float = token_rules.GRID_BEATS, velocity: int = VELOCITY
-) -> list[NoteEvent]:
-    """The notes of generated tokens under a tokenization.
-
-    ``seed``: one event per grid step (the seed's ``offset += 0.5``), each lasting one step. ``grid``: an
-    onset sounds until the next onset or rest, holds extend it, rests are silence (always 0.5-beat steps).
-    """
-    if kind == "grid":
-        return grid_tokens.tokens_to_notes(tokens, velocity)
-    return [
-        NoteEvent(step * grid_beats, grid_beats, pitch, velocity)
-        for step, token in enumerate(tokens)
-        for pitch in token_rules.token_pitches(token)
-    ]
 
 
 def write_tokens_midi(
@@ -140,37 +122,6 @@ def _check_groove(args: argparse.Namespace) -> None:
         raise LofiError(str(error)) from None
     if args.velocity is not None and not 1 <= args.velocity <= 127:
         raise LofiError(f"--velocity {args.velocity}: must be in 1..127")
-
-
-class GridGrammar:
-    """Which grid tokens may come next so that the written file reads back to exactly the tokens chosen.
-
-    A ``hold`` keeps sounding what the file already plays, so it is allowed only while a note sounds (not
-    as the first token of a continuation, whose file starts silent, nor after a rest); a 9th rest in a row
-    would be cut by the tokenizer, so at most :data:`grid_tokens.MAX_RESTS` are allowed.
-    """
-
-    def __init__(self, vocabulary: Sequence[str]):
-        self.hold = np.array([t == token_rules.HOLD for t in vocabulary], dtype=bool)
-        self.rest = np.array([t == token_rules.REST for t in vocabulary], dtype=bool)
-        self.sounding = False
-        self.rests = 0
-
-    def allowed(self, base: np.ndarray | None = None) -> np.ndarray:
-        """The tokens allowed now, within ``base`` (e.g. a key lock) when given."""
-        mask = np.ones(len(self.hold), dtype=bool) if base is None else np.array(base, dtype=bool)
-        if not self.sounding:
-            mask &= ~self.hold
-        if self.rests >= grid_tokens.MAX_RESTS:
-            mask &= ~self.rest
-        return mask
-
-    def add(self, token: str) -> None:
-        """Follow one chosen token."""
-        if token == token_rules.REST:
-            self.sounding, self.rests = False, self.rests + 1
-        elif token != token_rules.HOLD:
-            self.sounding, self.rests = True, 0
 
 
 def generate_indices(model, seed: Sequence[int], steps: int, sampler: Sampler, allowed: np.ndarray | None = None) -> list[int]:
@@ -245,25 +196,10 @@ def seed_window(model, seed_midi: str | None, rng: np.random.Generator) -> tuple
 
 
 def scale_lock(model, key: str | None, scale: str | None, seed_tokens: Sequence[str]) -> ScaleLock | None:
-    if not key:
-        if scale:
-            raise LofiError("--scale needs --key (a key name or auto)")
-        return None
-    if key.strip().lower() == "auto":
-        key_pc, detected = detect_key(seed_tokens)
-        return ScaleLock(model.vocabulary, key_pc, parse_scale(scale) if scale else detected)
-    return ScaleLock(model.vocabulary, parse_key(key), parse_scale(scale or "minor"))
-
-
-def longest_run(items: Sequence) -> int:
-    """The longest run of one item repeated back to back (issue 4's "no token more than 8 in a row")."""
-    best = run = 0
-    previous = object()
-    for item in items:
-        run = run + 1 if item == previous else 1
-        previous = item
-        best = max(best, run)
-    return best
+    """``--key``/``--scale`` (``auto``: detected from the seed window), by the engine's rule (:func:`key_lock`)."""
+    if not key and scale:
+        raise LofiError("--scale needs --key (a key name or auto)")
+    return key_lock(model.vocabulary, key, scale, seed_tokens)
 
 
 def longest_onset_run(tokens: Sequence[str]) -> int:

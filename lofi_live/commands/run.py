@@ -25,6 +25,7 @@ from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, swing_fraction
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
 from lofi_live.midi.ports import DEFAULT_NAME, add_backend_argument
+from lofi_live.tokens.rules import check_bpm
 
 log = logging.getLogger("lofi_live")
 
@@ -67,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the k most likely tokens (default {DEFAULT_TOP_K}; 0 = all)")
     model.add_argument("--seed", type=int, default=None, help="random seed for reproducible runs")
     model.add_argument("--key", default=None, help="lock to a key: C, F#, Bb..., or auto (detected from what is played)")
-    model.add_argument("--scale", default="minor", help="scale for --key (major, minor, dorian, ...; default minor)")
+    model.add_argument("--scale", default=None, help="scale for --key (major, minor, dorian, ...; default minor; "
+                       "with --key auto, the detected major or minor)")
     model.add_argument("--seed-midi", default=None, metavar="FILE", help="prime the window from a MIDI file, tokenized as the model's tokens say (grid or seed); "
                        "the model starts at once")
     model.add_argument("--simulate-slow-model", type=_non_negative, default=0.0, metavar="MS", help="add MS milliseconds to every inference (overload testing)")
@@ -129,8 +131,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if not 20 <= args.bpm <= 400:
-        raise LofiError(f"--bpm {args.bpm:g}: tempo must be in 20..400")
+    try:
+        check_bpm(args.bpm)
+    except ValueError as error:
+        raise LofiError(f"--bpm: {error}") from None
     if args.top_k is not None and args.top_k < 0:
         raise LofiError("--top-k must be 0 (all) or more")
     grid_ms = 60000.0 / args.bpm * 0.5
@@ -245,6 +249,7 @@ def _apply_run_defaults(args: argparse.Namespace, run_defaults: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lofi_live.live.engine import Engine, EngineConfig
+    from lofi_live.live.realtime import MAIN_PRIORITY, set_realtime
     from lofi_live.commands.generate import make_sampler
     from lofi_live.model.loader import Model
     from lofi_live.midi.live_ports import MidiPorts
@@ -259,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = [Model.load(path, provider=args.provider) for path in args.model]
     model = models[0]
-    realtime = _realtime_priority()  # after the model: ONNX Runtime's thread pool stays normal
+    realtime = set_realtime(MAIN_PRIORITY)  # after the model: ONNX Runtime's thread pool stays normal
     sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, DEFAULT_MAX_REPEAT, args.legato)
     seed_tokens: list[str] = []
     if args.seed_midi:
@@ -372,28 +377,10 @@ def _stop_engine(engine, send, seconds: float = STOP_SECONDS) -> bool:
     return False
 
 
-def _realtime_priority() -> bool:
-    """Run this thread, and the threads it starts from now on (MIDI, engine, inference), at a low
-    real-time priority when the system allows it (Linux with rtprio rights), like audio software
-    does: a busy machine then never preempts the thread that holds Python's GIL near a grid
-    boundary. ``LOFI_LIVE_NO_REALTIME=1`` turns it off. The engine thread goes a little higher."""
-    import os
-
-    if os.environ.get("LOFI_LIVE_NO_REALTIME") or not hasattr(os, "sched_setscheduler"):
-        return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
-        return True
-    except (OSError, PermissionError):
-        return False
-
-
 class _normal_priority:
     """Run a block (and the threads it starts) at normal priority, then restore this thread's."""
 
     def __enter__(self):
-        import os
-
         self.saved = None
         try:
             policy = os.sched_getscheduler(0)
@@ -405,8 +392,6 @@ class _normal_priority:
         return self
 
     def __exit__(self, *exc):
-        import os
-
         if self.saved is not None:
             try:
                 os.sched_setscheduler(0, self.saved[0], self.saved[1])

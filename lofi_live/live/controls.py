@@ -14,6 +14,7 @@ action          CC value -> Action.value                               when
 ==============  =====================================================  ==========================
 temperature     0..127 -> 0.1..2.0 (float, ``[ranges]`` may narrow)    every value
 tempo           0..127 -> 60..180 BPM (float, ``[ranges]``)            every value
+swing           0..127 -> 50..75 % (float, ``[ranges]``)               every value
 response_bars   0..127 -> 1..16 (int, ``[ranges]``)                    when the number changes
 model_select    0..127 -> model index 0..n_models-1 (int)              when the index changes
 mode            ``"continue"`` / ``"accompany"`` (toggles)             value crosses up to >= 64
@@ -45,6 +46,7 @@ import mido
 from lofi_live.live.conductor import MODES
 from lofi_live.errors import LofiError
 from lofi_live.model.loader import PROVIDERS
+from lofi_live.tokens.rules import MAX_BPM, MIN_BPM
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +54,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 #: Actions that can be mapped to an incoming CC, in the order ``--learn`` asks for them.
-ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock")
+ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock", "swing")
 #: Actions that fire once when the CC value crosses up to 64 or more.
 TRIGGERS = ("panic", "mutate", "loop")
 #: Actions that flip a setting once when the CC value crosses up to 64 or more.
@@ -60,8 +62,10 @@ TOGGLES = ("mode", "key_lock")
 #: Value the engine sends on ``state_cc`` for each state.
 STATE_VALUES = {"idle": 0, "listening": 64, "responding": 127}
 #: Default and widest ranges of the continuous actions.
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16)}
-LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (20.0, 400.0), "response_bars": (1, 64)}
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16),
+                                                  "swing": (50.0, 75.0)}
+LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (MIN_BPM, MAX_BPM), "response_bars": (1, 64),
+                                          "swing": (50.0, 75.0)}
 #: ``[run]`` keys: defaults of ``lofi-live run`` options (option name without ``--``, dashes as
 #: underscores) -> accepted Python types, plus a check.
 RUN_KEYS: dict[str, tuple[tuple[type, ...], Callable[[Any], str | None] | None]] = {}
@@ -103,7 +107,7 @@ RUN_KEYS.update({
     "thru": ((bool,), None),
     "metronome": ((bool, int), _metronome),
     "echo_ms": ((int, float), _range(0, 1000)),
-    "bpm": ((int, float), _range(20, 400)),
+    "bpm": ((int, float), _range(MIN_BPM, MAX_BPM)),
     "clock": ((str,), _one_of("internal", "midi")),
     "mode": ((str,), _one_of(*MODES)),
     "wait_beats": ((int, float), _range(0.5, 64)),
@@ -157,9 +161,7 @@ class Config:
 def default_config_path() -> Path:
     """``$XDG_CONFIG_HOME/lofi-live/config.toml``, i.e. ``~/.config/lofi-live/config.toml`` by default
     (on Windows without ``XDG_CONFIG_HOME``: ``%APPDATA%\\lofi-live\\config.toml``)."""
-    base = os.environ.get("XDG_CONFIG_HOME")
-    if not base and os.name == "nt" and os.environ.get("APPDATA"):
-        base = os.environ["APPDATA"]
+    base = os.environ.get("XDG_CONFIG_HOME") or (os.environ.get("APPDATA") if os.name == "nt" else None)
     return Path(base or Path.home() / ".config") / "lofi-live" / "config.toml"
 
 
@@ -207,12 +209,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a config file")
     try:
-        raw = file.read_bytes()
+        text = file.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
-    try:
-        text = raw.decode("utf-8")
-        data = tomllib.loads(text)
     except UnicodeDecodeError:
         raise LofiError(f"{file}: not a TOML config file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as error:
@@ -251,8 +251,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None, text: str = 
             raise LofiError(f"{_where(path, text, 'cc', key)} is not a known action (known: {', '.join(CC_KEYS)})")
         low, high = (1, 16) if key == "channel" else (0, 127)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            what = "a MIDI channel 1..16" if key == "channel" else "a CC number 0..127"
-            raise LofiError(f"{_where(path, text, 'cc', key)} must be {what}, not {value!r}")
+            raise LofiError(f"{_where(path, text, 'cc', key)} must be "
+                            f"{'a MIDI channel 1..16' if key == 'channel' else 'a CC number 0..127'}, not {value!r}")
         if key == "channel":
             config.channel = value
             continue
@@ -332,7 +332,7 @@ class ControlMap:
         previous = self._previous.get(message.control, 0)
         self._previous[message.control] = value
         rising = value >= EDGE and previous < EDGE
-        if action in ("temperature", "tempo"):
+        if action in ("temperature", "tempo", "swing"):
             return [Action(action, round(self._scale(action, value), 4))]
         if action == "response_bars":
             return self._stepped(action, int(round(self._scale(action, value))))

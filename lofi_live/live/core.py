@@ -32,13 +32,13 @@ from lofi_live.live.intake import AllOff, Control, FeedbackGuard, Intake, Note, 
 from lofi_live.live.outage import Outages
 from lofi_live.live.player import PlayerState
 from lofi_live.live.responder import Responder
-from lofi_live.live.scheduler import Cue, Scheduler
+from lofi_live.live.scheduler import Cue, Scheduler, make_clock
 from lofi_live.live.timeline import GridSteps, OnsetSteps
 from lofi_live.live.view import EngineStatus
 from lofi_live.live.voices import SessionLike, Voices
 from lofi_live.midi.port_watch import PortEvent
-from lofi_live.timing.clock import MidiClock, make_clock
-from lofi_live.timing.groove import Dynamics, Humanize, Swing
+from lofi_live.timing.clock import MidiClock
+from lofi_live.timing.groove import Dynamics, Humanize, Swing, swing_fraction
 
 #: Steps the view's piano roll can show.
 RECENT_STEPS = 256
@@ -56,7 +56,7 @@ class EngineCore:
         config: EngineConfig | None = None,
         session: SessionLike | None = None,
         key: str | None = None,
-        scale: str = "minor",
+        scale: str | None = None,
         controls: Any = None,
         models: Sequence[Any] = (),
     ):
@@ -127,7 +127,7 @@ class EngineCore:
             self._port_event(message, stamp)
             self._publish()
             return
-        event = message if isinstance(message, Control) else self.intake.decode(message, stamp)
+        event = self.intake.decode(message, stamp)
         if isinstance(event, (Note, AllOff, Control)) and self.clock.running:
             self.player.heard(self.clock.beat_at(event.stamp))
         if isinstance(event, Note):
@@ -287,6 +287,8 @@ class EngineCore:
             tempo = scheduler.set_tempo(float(value), now)
             if tempo is not None:
                 self.session.set_tempo(*tempo)
+        elif name == "swing" and value is not None:  # the steps still to sound move; a played note keeps its step
+            self.swing.pct, self.swing.fraction = float(value), swing_fraction(float(value))
         elif name == "mode" and value in ("continue", "accompany"):
             conductor.set_mode(value, scheduler.next_step)
         elif name == "response_bars" and value is not None:
@@ -327,7 +329,7 @@ class EngineCore:
         self._published = now = time.perf_counter()
         conductor, controls = self.conductor, self.controls
         self.status = EngineStatus(
-            **self.scheduler.view(), **self.responder.view(), **self.outages.view(now),
+            **self.scheduler.view(), **self.responder.view(), **self.outages.view(now), **self.player.view(),
             running=self.clock.running and not self._ended, mode=conductor.mode, state=self.state,
             response_bars=self.config.response_bars, loop=conductor.replay is not None and conductor.replay.kind == "loop",
             recent=tuple(self.recent), cc_map=tuple(controls.as_dict().items()) if hasattr(controls, "as_dict") else (),

@@ -30,7 +30,6 @@ Faults
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ import mido
 from lofi_live.live.config import EngineConfig
 from lofi_live.live.core import EngineCore
 from lofi_live.live.intake import Control
+from lofi_live.live.realtime import ENGINE_PRIORITY, set_realtime
 from lofi_live.live.view import EngineStatus
 from lofi_live.midi.port_watch import PortEvent
 
@@ -116,7 +116,7 @@ class Engine(EngineCore):
     def _main(self) -> None:
         try:
             if self.config.realtime:
-                self._try_realtime()
+                self.rt_priority = set_realtime(ENGINE_PRIORITY)
             self._loop()
         except BaseException as error:  # noqa: BLE001 - the caller reports it, after the panic below
             self.error = error
@@ -128,15 +128,6 @@ class Engine(EngineCore):
                 self._ended = True
                 self._publish()
                 self.finished.set()
-
-    def _try_realtime(self) -> None:
-        if os.environ.get("LOFI_LIVE_NO_REALTIME"):
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))  # this thread only (Linux)
-            self.rt_priority = True
-        except (AttributeError, OSError, PermissionError):
-            pass
 
     # ------------------------------------------------------------------------------------------
     # The loop

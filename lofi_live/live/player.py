@@ -55,6 +55,7 @@ class PlayerState:
         self.unanswered: set[Key] = set()  # pressed while the model held, not yet released
         self._pressed: dict[Key, float] = {}  # key -> the stamp of its note-on
         self.last_input: float | None = None  # the beat the input last said anything
+        self.notes = 0  # note-ons played (and answered or not) since the start
 
     @property
     def session(self) -> Any:
@@ -88,6 +89,7 @@ class PlayerState:
         self._pressed[key] = stamp
         cancel = conductor.player_on(straight)
         self.session.note_on(beat, "player", key[1], velocity, key[0])
+        self.notes += 1
         step = self.steps.note_on(("player", *key), beat)
         self.recent.append((step, "player", (key[1],)))
         return cancel
@@ -155,6 +157,10 @@ class PlayerState:
         """A note-on while the model holds: recorded, not answered."""
         self.unanswered.add(key)
         self.session.note_on(beat, "player", key[1], velocity, key[0])
+
+    def view(self) -> dict[str, Any]:
+        """The player's part of the view's snapshot."""
+        return {"notes_player": self.notes}
 
     def restart(self) -> None:
         """MIDI Start: beats count from 0 again; the keys down are forgotten."""

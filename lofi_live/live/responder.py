@@ -5,10 +5,10 @@ Look-ahead (:mod:`lofi_live.live.inference`): the token for step ``n + 1`` is co
 window is known (seed models: right after boundary ``n``; grid models: when step ``n`` closes), so a
 boundary only sends messages.
 
-A grid model's response opens with an onset, never ``hold`` or ``rest``: the silence before a
-response is the player's pause (already in the window as rests); a response that opened with more
-of it could stay silent for its whole length, and a hold would hold nothing. Later steps are the
-network's own choice.
+A grid model's response follows :class:`lofi_live.tokens.grid.GridGrammar`, as ``generate`` does: it
+opens with an onset, never ``hold`` or ``rest`` (the silence before a response is the player's pause,
+already in the window as rests; a response that opened with more of it could stay silent for its whole
+length, and a hold would hold nothing), holds only while it sounds, and rests at most a bar in a row.
 
 ``model_select`` waits for the next boundary (:meth:`Responder.switch`): the window is re-encoded to
 the new vocabulary, the key lock rebuilt, the sampler's repetition memory cleared (its indices changed).
@@ -26,8 +26,6 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
-import numpy as np
-
 from lofi_live.errors import LofiError
 from lofi_live.live.conductor import Conductor
 from lofi_live.live.inference import InferenceWorker, Job, KeyLock, LookAhead, percentile
@@ -36,13 +34,13 @@ from lofi_live.live.voices import Voices
 from lofi_live.timing.clock import step_beat
 from lofi_live.timing.groove import Dynamics, Swing
 from lofi_live.tokens import rules as token_rules
-from lofi_live.tokens.grid import MAX_RESTS
+from lofi_live.tokens.grid import MAX_RESTS, GridGrammar
 
 
 class Responder:
     """The models and what they play (engine thread)."""
 
-    def __init__(self, model: Any, sampler: Any, models: Sequence[Any], key: str | None, scale: str,
+    def __init__(self, model: Any, sampler: Any, models: Sequence[Any], key: str | None, scale: str | None,
                  conductor: Conductor, odd: Any, simulate_slow_ms: float = 0.0):
         self.model, self.sampler = model, sampler
         self.models = list(models) or [model]
@@ -59,8 +57,10 @@ class Responder:
         self.worker: InferenceWorker | None = None
         self.keylock = KeyLock(model.vocabulary, key, scale)
         self.temperature = sampler.temperature  # the setting; the sampler itself is the inference thread's
-        self._onset_masks: dict[int, np.ndarray] = {}  # per model: the tokens a response may open with
+        self._grammar: GridGrammar | None = None  # grid models: the grammar of the response being played
+        self._grammar_of: Any = None  # the response (conductor.last_response) it follows
         self.played_steps = 0
+        self.notes = 0  # note-ons the model answered with
         self.emission_errors: deque[float] = deque(maxlen=20000)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -108,7 +108,9 @@ class Responder:
             job.token = model.encode([tokens[replay.pos % len(tokens)]])[0]
             lookahead.ready(job)
             return
-        allowed = self._opening(self.keylock.mask(self.timeline))
+        allowed = self.keylock.mask(self.timeline)
+        if self.grid:
+            allowed = self._response_grammar().allowed(allowed)
         if replay is not None:  # mutate: the old context and what this response played so far
             sequence = model.encode(replay.response.context + replay.response.tokens)
             job = Job(step, len(sequence), sequence[-model.window :], allowed, model, replay.stream)
@@ -116,16 +118,15 @@ class Responder:
             job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model)
         lookahead.submit(job)
 
-    def _opening(self, allowed: Any) -> Any:
-        """A grid model's response opens with an onset (see the module's docstring)."""
-        model = self.model
-        if model.tokens != "grid" or self.conductor.response_open:
-            return allowed
-        onsets = self._onset_masks.get(id(model))
-        if onsets is None:  # once per model, not on every response
-            onsets = np.array([not token_rules.is_rhythm(t) for t in model.vocabulary], dtype=bool)
-            self._onset_masks[id(model)] = onsets
-        return onsets if allowed is None else np.asarray(allowed, dtype=bool) & onsets
+    def _response_grammar(self) -> GridGrammar:
+        """The grammar of the response the next token belongs to: a new one when a response begins (it
+        opens with an onset) or a mutate replays a context (it goes on from it)."""
+        conductor = self.conductor
+        follows = conductor.last_response if conductor.response_open else None  # None: a response to begin
+        if self._grammar is None or self._grammar_of is not follows:
+            self._grammar = GridGrammar(self.model.vocabulary, opens_with_onset=follows is None)
+            self._grammar_of = follows
+        return self._grammar
 
     def cancel(self) -> None:
         """Drop the computed token (the player came back, a control, the clock stopped)."""
@@ -151,7 +152,13 @@ class Responder:
         token = self.model.vocabulary[index]
         struck = token_rules.token_pitches(token)  # none for hold and rest
         velocities = [(pitch, dynamics.velocity(step)) for pitch in struck]
+        began = not self.conductor.response_open
         self.conductor.played(token, self.timeline.window_tokens)
+        if self._grammar is not None:
+            if began and self._grammar_of is None:  # the response this token opened
+                self._grammar_of = self.conductor.last_response
+            if self._grammar_of is self.conductor.last_response:
+                self._grammar.add(token)
         seconds_per_beat = voices.clock.seconds_per_beat
         if self.grid:
             if token != token_rules.HOLD:  # an onset or a rest ends what the model sounds
@@ -169,6 +176,7 @@ class Responder:
                 voices.note_on(config.out_channel, pitch, velocity, "model", off, beat, beat + gate)
             self.timeline.append(step, "model", token, index)
         self.emission_errors.append(time.perf_counter() - when)
+        self.notes += len(velocities)
         for pitch, velocity in velocities:
             voices.session.note_on(beat, "model", pitch, velocity, config.out_channel)
         sounding = tuple(key[1] for key, entry in voices.sounding.items() if entry.part == "model")
@@ -206,6 +214,7 @@ class Responder:
         if self.worker is not None:
             self.worker.forget()
         self.keylock.rebuild(model.vocabulary)
+        self._grammar = None  # its masks are the old vocabulary's
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -214,6 +223,8 @@ class Responder:
         latencies = sorted(self.lookahead.recent_latencies)
         return {
             "key": self.keylock.shown,
+            "key_lock": self.keylock.enabled,
+            "notes_model": self.notes,
             "provider": getattr(self.model, "provider", "cpu"),
             "model": getattr(self.model, "name", ""),
             "temperature": self.temperature,

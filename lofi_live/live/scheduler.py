@@ -27,13 +27,25 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, ClockEvent, InternalClock, MidiClock, step_beat
+from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, Clock, ClockEvent, InternalClock, MidiClock, step_beat
 from lofi_live.timing.groove import Humanize, Swing
 
 log = logging.getLogger("lofi_live.live.engine")
 
 #: A change of the followed tempo smaller than this (BPM) is not written to the recording.
 TEMPO_CHANGE_BPM = 0.5
+
+
+def make_clock(source: str, bpm: float) -> Clock:
+    """The clock ``--clock`` names; ``bpm`` is the tempo until a DAW's ticks or Link's peers say otherwise.
+    The Link binding is imported only for ``link`` (a missing one is a one-line error)."""
+    if source == "midi":
+        return MidiClock(bpm)
+    if source == "link":
+        from lofi_live.timing.link import LinkClock
+
+        return LinkClock(bpm)
+    return InternalClock(bpm)
 
 
 @dataclass(frozen=True)
@@ -181,4 +193,4 @@ class Scheduler:
 
     def view(self) -> dict[str, Any]:
         """The scheduler's part of the view's snapshot."""
-        return {"clock": self.clock.source, "bpm": self.clock.bpm, "step": max(self.step, 0)}
+        return {"clock": self.clock.source, "bpm": self.clock.bpm, "step": max(self.step, 0), "swing": self.swing.pct}

@@ -55,7 +55,7 @@ def close_beat(step: int) -> float:
 class OnsetSteps:
     """Seed tokens: played note-ons grouped by grid step; a step with onsets gives one onset token.
 
-    Beats are the ones notes sounded at; ``swing`` un-swings them onto the straight grid.
+    Beats are the ones notes sounded at; ``swing`` un-swings them onto the straight grid. Engine thread only.
     """
 
     def __init__(self, swing: Swing | None = None) -> None:
@@ -159,7 +159,8 @@ class Entry:
 class Timeline:
     """The shared, append-only list of player and model tokens; the model sees the last ``window``.
 
-    ``max_rests`` (grid models): a rest after that many rests in a row is not appended.
+    ``max_rests`` (grid models): a rest after that many rests in a row is not appended. Owned by the
+    responder (engine thread); the inference thread gets copies of the window in its jobs.
     """
 
     def __init__(self, window: int = 32, keep: int = 512, max_rests: int | None = None):
