@@ -8,7 +8,7 @@ boundaries (``docs/LIVE_ENGINE.md``):
 * ``tempo``: the grid re-anchors at the moment the engine applies it (within a millisecond or so of its
   arrival; never back in time, so no step already sent moves) and the recording gets the new tempo there; ``--clock link`` proposes it to the session (every peer follows); ``--clock midi``:
   ignored, logged once;
-* ``mode``, ``response_bars``, ``key_lock``: settings the next step uses;
+* ``mode``, ``response_bars``, ``key_lock``, ``swing``: settings the next step uses;
 * ``panic``: the computed token is dropped, every sounding note ends, then CC 123 on every channel
   used; the model waits for the player (a key left down, a lost note-off, counts as released);
 * ``mutate`` / ``loop``: a new response from the last one's context / the last response again
@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lofi_live.timing.groove import swing_fraction
 from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, ClockEvent, MidiClock, step_beat
 from lofi_live.live.intake import Transport
 
@@ -55,6 +56,8 @@ def apply(engine: Engine, action: Any, now: float) -> None:
         tempo = engine.clock.set_bpm(float(value), now)  # Link: proposed to the session
         engine.session.set_tempo(tempo.beat_at(now), tempo.bpm)
         engine.recorded_bpm = tempo.bpm
+    elif name == "swing" and value is not None:  # the steps still to sound move; a played note keeps its step
+        engine.swing.pct, engine.swing.fraction = float(value), swing_fraction(float(value))
     elif name == "mode" and value in ("continue", "accompany"):
         conductor.set_mode(value, engine.next_step)
     elif name == "response_bars" and value is not None:

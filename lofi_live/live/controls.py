@@ -14,6 +14,7 @@ action          CC value -> Action.value                               when
 ==============  =====================================================  ==========================
 temperature     0..127 -> 0.1..2.0 (float, ``[ranges]`` may narrow)    every value
 tempo           0..127 -> 60..180 BPM (float, ``[ranges]``)            every value
+swing           0..127 -> 50..75 % (float, ``[ranges]``)               every value
 response_bars   0..127 -> 1..16 (int, ``[ranges]``)                    when the number changes
 model_select    0..127 -> model index 0..n_models-1 (int)              when the index changes
 mode            ``"continue"`` / ``"accompany"`` (toggles)             value crosses up to >= 64
@@ -52,7 +53,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 #: Actions that can be mapped to an incoming CC, in the order ``--learn`` asks for them.
-ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock")
+ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock", "swing")
 #: Actions that fire once when the CC value crosses up to 64 or more.
 TRIGGERS = ("panic", "mutate", "loop")
 #: Actions that flip a setting once when the CC value crosses up to 64 or more.
@@ -60,8 +61,10 @@ TOGGLES = ("mode", "key_lock")
 #: Value the engine sends on ``state_cc`` for each state.
 STATE_VALUES = {"idle": 0, "listening": 64, "responding": 127}
 #: Default and widest ranges of the continuous actions.
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16)}
-LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (20.0, 400.0), "response_bars": (1, 64)}
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16),
+                                                  "swing": (50.0, 75.0)}
+LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (20.0, 400.0), "response_bars": (1, 64),
+                                          "swing": (50.0, 75.0)}
 #: ``[run]`` keys: defaults of ``lofi-live run`` options (option name without ``--``, dashes as
 #: underscores) -> accepted Python types, plus a check.
 RUN_KEYS: dict[str, tuple[tuple[type, ...], Callable[[Any], str | None] | None]] = {}
@@ -331,7 +334,7 @@ class ControlMap:
         previous = self._previous.get(message.control, 0)
         self._previous[message.control] = value
         rising = value >= EDGE and previous < EDGE
-        if action in ("temperature", "tempo"):
+        if action in ("temperature", "tempo", "swing"):
             return [Action(action, round(self._scale(action, value), 4))]
         if action == "response_bars":
             return self._stepped(action, int(round(self._scale(action, value))))

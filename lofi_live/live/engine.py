@@ -158,6 +158,7 @@ class Engine:
         self.step = -1
         self.midi_due: tuple[int, float] | None = None
         self.played_steps = 0
+        self.note_counts = {"player": 0, "model": 0}  # note-ons played and answered, for the status
         self.emission_errors: deque[float] = deque(maxlen=20000)
         self.recent: deque[tuple[int, str, tuple[int, ...]]] = deque(maxlen=RECENT_STEPS)
         self.model_steps: set[int] = set()  # grid models: steps the model played, not yet closed
@@ -203,6 +204,11 @@ class Engine:
     def on_message(self, message: mido.Message) -> None:
         """The input port's callback (MIDI input thread): stamp and queue, nothing else."""
         self.intake.on_message(message)
+
+    def control(self, action: Any) -> None:
+        """Queue a control action (:class:`lofi_live.live.controls.Action`) from any thread: the engine
+        thread applies it in order with the MIDI input, exactly as a mapped CC's."""
+        self.intake.on_message(Control(time.perf_counter(), (action,)))
 
     def on_port_event(self, event: PortEvent) -> None:
         """The port watcher's callback: queued with the input, so it is handled in order with the notes."""
@@ -441,6 +447,7 @@ class Engine:
                 voices.note_on(cfg.out_channel, pitch, velocity, "model", off, beat, beat + gate)
             self.timeline.append(step, "model", token, index)
         self.emission_errors.append(time.perf_counter() - when)
+        self.note_counts["model"] += len(velocities)
         for pitch, velocity in velocities:
             self.session.note_on(beat, "model", pitch, velocity, cfg.out_channel)
         sounding = tuple(key[1] for key, entry in voices.sounding.items() if entry.part == "model")

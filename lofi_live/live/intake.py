@@ -191,6 +191,11 @@ class Intake:
 
     def decode(self, message: Any, stamp: float) -> Note | Control | Transport | None:
         """What ``message`` means to the engine, or None when it is ignored (each kind logged once)."""
+        if isinstance(message, Control):  # Engine.control: actions from elsewhere (the web surface), as a CC's
+            for action in message.actions:  # the mapping's toggles flip from the state the engine now has
+                if action.kind in ("mode", "key_lock") and hasattr(self.controls, action.kind):
+                    setattr(self.controls, action.kind, action.value)
+            return message
         self.messages_in += 1
         kind = getattr(message, "type", None)
         try:

@@ -42,6 +42,7 @@ def note(engine: Engine, note: Note) -> None:
         if conductor.player_on(key, grid_beat):
             engine.lookahead.cancel()
         session.note_on(beat, "player", note.pitch, note.velocity, note.channel)
+        engine.note_counts["player"] += 1
         step = engine.steps.note_on(("player", *key), beat)
         engine.recent.append((step, "player", (note.pitch,)))
     else:

@@ -50,6 +50,10 @@ def status_of(engine: Engine) -> EngineStatus:
         last_tokens=tuple(engine.timeline.tokens(last=8)),
         cc_map=tuple(controls.as_dict().items()) if hasattr(controls, "as_dict") else (),
         notice=engine.outages.shown(engine._published),
+        swing=engine.swing.pct,
+        key_lock=engine.keylock.enabled,
+        notes_player=engine.note_counts["player"],
+        notes_model=engine.note_counts["model"],
     )
 
 

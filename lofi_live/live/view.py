@@ -55,6 +55,10 @@ class EngineStatus:
     last_tokens: tuple[str, ...] = ()
     cc_map: tuple[tuple[str, int], ...] = ()  # (action, CC number)
     notice: str = ""  # the MIDI system or a port went away or came back (lofi_live.live.outage)
+    swing: float = 50.0  # % (50 straight, 66 triplet)
+    key_lock: bool = False  # the key lock is on (``key`` then names the key, or "auto")
+    notes_player: int = 0  # note-ons played since the start
+    notes_model: int = 0  # note-ons the model answered with
 
 
 def render_header(status: EngineStatus) -> Table:
