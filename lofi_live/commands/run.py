@@ -145,7 +145,7 @@ def _check(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise LofiError(str(error)) from None
     if args.web is not None:
-        from lofi_live.live.web.server import check
+        from lofi_live.live.web import check
 
         check(args.web)  # before loading anything: the extra, the address
     if args.in_channel is not None and args.thru and args.out_channel == args.in_channel:

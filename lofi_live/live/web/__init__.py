@@ -10,7 +10,12 @@ It needs the ``[web]`` extra (starlette, uvicorn, matplotlib); :func:`require` s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lofi_live.errors import LofiError
+
+if TYPE_CHECKING:
+    from lofi_live.live.web.address import Address
 
 
 def require() -> None:
@@ -20,3 +25,11 @@ def require() -> None:
         import uvicorn  # noqa: F401
     except ImportError:
         raise LofiError("--web needs the [web] extra: pip install 'lofi-live[web]'") from None
+
+
+def check(text: str) -> "Address":
+    """``--web``'s value, checked before anything loads: the extra installed, the address well formed."""
+    from lofi_live.live.web.address import parse
+
+    require()
+    return parse(text)

@@ -72,18 +72,10 @@ class WebSurface:
         self.recordings.close()
 
 
-def check(text: str) -> addresses.Address:
-    """``--web``'s value, checked before anything loads: the extra installed, the address well formed."""
-    from lofi_live.live.web import require
-
-    require()
-    return addresses.parse(text)
-
-
 def open_surface(text: str, engine: Any, ranges: Mapping[str, tuple[float, float]] | None, n_models: int,
                  record: str | None) -> WebSurface:
     """``--web``: bind, say where (one line with the URL and token; a warning off this machine), start."""
-    address = check(text)
+    address = addresses.parse(text)
     record_path = Path(record) if record else None
     surface = WebSurface(address, engine.snapshot, engine.control, ranges, n_models,
                          folder=record_path.parent if record_path else None, current=record_path)
