@@ -211,7 +211,7 @@ def _learn(args: argparse.Namespace, inbox: queue.SimpleQueue):
     """``--learn``: ask for each action's CC on the controller, save them, return the new mapping.
 
     Every action is skipped after ``--learn-timeout`` seconds without a control change, so a run
-    with no controller (or no one at it) ends the learning in at most 9 x that time, never hangs."""
+    with no controller (or no one at it) ends the learning in at most 10 x that time, never hangs."""
     from lofi_live.live import controls
 
     path = Path(args.config) if args.config else controls.default_config_path()
