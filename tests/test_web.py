@@ -30,6 +30,7 @@ from lofi_live.errors import LofiError  # noqa: E402
 from lofi_live.live.controls import ACTIONS, ControlMap  # noqa: E402
 from lofi_live.live.engine import Engine, EngineConfig  # noqa: E402
 from lofi_live.live.web import address as addresses  # noqa: E402
+from lofi_live.live.web.app import MAX_STREAMS  # noqa: E402
 from lofi_live.live.web.guard import Bucket  # noqa: E402
 from lofi_live.live.web.server import WebSurface, open_surface  # noqa: E402
 from lofi_live.model.loader import Model  # noqa: E402
@@ -48,7 +49,7 @@ class Client:
 
     def call(self, method: str, path: str, body: bytes | None = None, token: bool = True, headers: dict | None = None,
              chunks: list[bytes] | None = None) -> tuple[int, dict, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)  # a PNG on a loaded machine
         sent = {"Host": self.host}
         if token:
             sent["Authorization"] = f"Bearer {self.token}"
@@ -106,7 +107,13 @@ def played(tmp_path_factory):
     shutil.copy(ROOT / "examples" / "session.mid.journal", folder / "earlier.mid.journal")  # a finished session
     shutil.copy(ROOT / "examples" / "session.mid", folder / "earlier.mid")
     engine.start()
-    surface = WebSurface(addresses.parse("0"), engine.snapshot, engine.control, n_models=1, folder=folder, current=record)
+    engine.web_actions = []  # every action the surface queued, in order
+
+    def control(action) -> None:
+        engine.web_actions.append(action)
+        engine.control(action)
+
+    surface = WebSurface(addresses.parse("0"), engine.snapshot, control, n_models=1, folder=folder, current=record)
     surface.start()
     flusher = threading.Event()
     threading.Thread(target=lambda: [session.flush() for _ in iter(lambda: flusher.wait(0.2), True)], daemon=True).start()
@@ -236,6 +243,7 @@ def test_a_control_reaches_the_engine_as_a_cc_would(played):
                                ("response_bars", 16, "response_bars"), ("tempo", 120.0, "bpm")):
         code, answer = client.control(name, value)
         assert code == 200 and answer == {"queued": {"name": name, "value": value}}
+        assert (engine.web_actions[-1].kind, engine.web_actions[-1].value) == (name, value)
         assert _wait(lambda: client.status()[field] == pytest.approx(value)), (name, value, client.status()[field])
     assert engine.controls.key_lock is False and engine.controls.mode == "accompany"  # the CC toggles follow
     assert client.control("panic")[0] == 200
@@ -267,7 +275,7 @@ def test_a_control_reaches_the_engine_as_a_cc_would(played):
 def test_a_bad_control_is_400_one_line_and_changes_nothing(played, body, says):
     engine, _, client, _, _ = played
     before = engine.snapshot()
-    queued = engine.intake.messages_in
+    queued = len(engine.web_actions)
     code, headers, data = client.call("POST", "/api/control", body, headers={"Content-Type": "application/json"})
     assert code == 400, data
     assert headers["content-type"] == "application/json" and data.count(b"\n") == 1
@@ -276,7 +284,7 @@ def test_a_bad_control_is_400_one_line_and_changes_nothing(played, body, says):
     after = engine.snapshot()
     assert (after.temperature, after.bpm, after.mode, after.swing, after.key_lock, after.response_bars) == \
         (before.temperature, before.bpm, before.mode, before.swing, before.key_lock, before.response_bars)
-    assert engine.intake.messages_in == queued  # nothing reached the engine's queue
+    assert len(engine.web_actions) == queued  # nothing reached the engine's queue
 
 
 def test_large_bodies_are_refused_before_they_are_read(played):
@@ -312,6 +320,32 @@ def test_events_stream_new_snapshots_at_10_hz_or_more(played):
     print(f"\n{len(steps)} snapshots in 2 s")
     assert len(steps) >= 20
     assert steps == sorted(steps) and steps[-1] > steps[0]
+
+
+def test_event_streams_are_limited(played):
+    _, surface, client, _, _ = played
+    opened = []
+    try:
+        for _ in range(MAX_STREAMS):
+            connection = http.client.HTTPConnection("127.0.0.1", surface.port, timeout=10)
+            connection.request("GET", f"/api/events?token={surface.token}")
+            answer = connection.getresponse()
+            assert answer.status == 200 and answer.readline().startswith(b"data: ")
+            opened.append(connection)
+        code, _, data = client.call("GET", "/api/events")
+        assert code == 503 and b"already 8 pages open" in data
+    finally:
+        for connection in opened:
+            connection.close()
+
+    def one_more() -> bool:  # the closed pages' streams end: a page can open one again
+        connection = http.client.HTTPConnection("127.0.0.1", surface.port, timeout=10)
+        connection.request("GET", f"/api/events?token={surface.token}")
+        status = connection.getresponse().status
+        connection.close()
+        return status == 200
+
+    assert _wait(one_more)
 
 
 def test_sessions_are_listed_and_downloadable_as_mid_and_png(played):

@@ -87,7 +87,7 @@ def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], record
     encoded = Encoded()
     controls, panics = Bucket(CONTROL_RATE, CONTROL_BURST), Bucket(PANIC_RATE, PANIC_BURST)
     page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{token}}", token)
-    streams = [0]
+    open_streams = 0
 
     async def index(request: Request) -> Response:
         return Response(page, media_type="text/html; charset=utf-8")
@@ -116,12 +116,13 @@ def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], record
         return JSONResponse({"queued": {"name": action.kind, "value": action.value}})
 
     async def events(request: Request) -> Response:
-        if streams[0] >= MAX_STREAMS:
+        if open_streams >= MAX_STREAMS:
             return _json_error(503, f"already {MAX_STREAMS} pages open")
         return StreamingResponse(_stream(), media_type="text/event-stream")
 
     async def _stream():
-        streams[0] += 1
+        nonlocal open_streams
+        open_streams += 1
         try:
             last, quiet = None, 0.0
             while not closing.is_set():
@@ -136,7 +137,7 @@ def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], record
                 quiet += EVENT_SECONDS
             yield b"event: closed\ndata: {}\n\n"
         finally:
-            streams[0] -= 1
+            open_streams -= 1
 
     async def session_list(request: Request) -> Response:
         return JSONResponse({"folder": str(recordings.folder), "sessions": recordings.listing()})
