@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,3 +349,54 @@ def test_ctrl_c_with_the_page_open_ends_cleanly_with_nothing_sounding(browser, j
             urllib.request.urlopen(f"{ended.base}/api/status?token={ended.token}", timeout=2)
     finally:
         ended.close()
+
+
+def test_run_sh_play_web_on_a_fresh_machine_opens_in_chromium(browser, tmp_path):
+    """The issue's check as a new user makes it: ``./run.sh play --web 0`` (installing the runtime and the
+    [web] extra, starting a JACK server of its own), the printed URL opened in Chromium, the temperature
+    knob moved, ``GET /api/status`` following, Ctrl-C."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    if not (shutil.which("jackd") and shutil.which("jack_wait")):
+        pytest.skip("jackd not installed (./run.sh test installs jackd2 with apt-get)")
+    if os.path.exists("/dev/snd/seq"):
+        pytest.skip("run.sh play starts JACK only on Linux without an ALSA sequencer; this machine has one")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("LOFI_LIVE_MIDI_BACKEND", "LOFI_LIVE_MODEL", "VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(JACK_DEFAULT_SERVER=f"lofi-web-run-sh-{os.getpid()}", TMPDIR=str(tmp_path))
+    out, err = tmp_path / "play.out", tmp_path / "play.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        play = subprocess.Popen(["./run.sh", "play", "--web", "0", "--bpm", "120"], cwd=ROOT, env=env,
+                                stdout=stdout, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 600  # the first call installs .venv-runtime: minutes
+        found = None
+        while found is None:
+            found = next((m for m in map(URL_LINE.match, out.read_text().splitlines()) if m), None)
+            assert play.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, out.read_text() + err.read_text()
+            time.sleep(0.2)
+        url, port, token = found.groups()
+        browser.get(url)
+        assert _wait(lambda: browser.execute_script("return document.body.dataset.connected === 'yes'"))
+        assert browser.find_element(By.CSS_SELECTOR, 'svg[data-view="roll"]').is_displayed()
+        browser.find_element(By.CSS_SELECTOR, '[data-control="temperature"]').send_keys(Keys.END)
+
+        def temperature() -> float:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())["temperature"]
+
+        assert _wait(lambda: temperature() == pytest.approx(2.0))
+        play.send_signal(signal.SIGINT)  # run.sh execs lofi-live: Ctrl-C to the engine
+        assert play.wait(timeout=30) == 0, err.read_text()
+        assert "lofi-live: stopped after" in out.read_text()
+    finally:
+        if play.poll() is None:
+            play.kill()
+            play.wait(timeout=10)
+        started = re.search(r"started a JACK server .*\(pid (\d+)", err.read_text())
+        if started and Path(f"/proc/{started.group(1)}/comm").exists() and \
+                Path(f"/proc/{started.group(1)}/comm").read_text().strip() == "jackd":
+            os.kill(int(started.group(1)), signal.SIGTERM)
