@@ -112,7 +112,7 @@ class Knob {
 
   show(value) {
     this.value = value;
-    const f = (value - this.spec.min) / (this.spec.max - this.spec.min || 1);
+    const f = Math.min(1, Math.max(0, (value - this.spec.min) / (this.spec.max - this.spec.min || 1)));  // --bpm 40: at the end
     const angle = -135 + 270 * f;
     $(".pointer", this.el).setAttribute("transform", "rotate(" + angle + " 50 50)");
     $(".arc", this.el).setAttribute("d", arc(-135, angle));
