@@ -54,6 +54,7 @@ def status_of(engine: Engine) -> EngineStatus:
         key_lock=engine.keylock.enabled,
         notes_player=engine.note_counts["player"],
         notes_model=engine.note_counts["model"],
+        next_boundary=engine._emit_at() or 0.0,
     )
 
 

@@ -4,7 +4,7 @@
 ``GET /``                  the page (the token written into its asset and API addresses)
 ``GET /static/FILE``       its script and style, from the package
 ``GET /api/status``        the engine's latest published snapshot, as JSON
-``GET /api/events``        the same as server-sent events, each new snapshot up to 20 times a second
+``GET /api/events``        the same as server-sent events (the last 64 steps' notes), up to 20 a second
 ``GET /api/controls``      the controls and their ranges
 ``POST /api/control``      ``{"name": ..., "value": ...}``: queued to the engine as a mapped CC's action
 ``GET /api/sessions``      the recorded sessions
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, Callable
@@ -42,6 +43,10 @@ CONTROL_RATE, CONTROL_BURST = 40.0, 20.0
 PANIC_RATE, PANIC_BURST = 4.0, 4.0
 #: How often the event stream looks for a new snapshot (seconds), and sends a keep-alive when there is none.
 EVENT_SECONDS, KEEPALIVE_SECONDS = 0.05, 2.0
+#: Seconds before and after each grid boundary that the server leaves the interpreter to the engine.
+QUIET_BEFORE, QUIET_AFTER = 0.004, 0.001
+#: Grid steps of the recent notes in each event (the page's roll shows 8 bars: 64 steps).
+STREAM_STEPS = 64
 #: Event streams open at once (each page holds one).
 MAX_STREAMS = 8
 STATIC = resources.files("lofi_live.live.web") / "static"
@@ -56,25 +61,42 @@ class Link:
 
 
 def status_dict(status: EngineStatus) -> dict[str, Any]:
-    """The snapshot as JSON-ready values (every field, ``variation`` too once the engine has it)."""
-    out = {field.name: getattr(status, field.name) for field in fields(status)}
+    """The snapshot as JSON-ready values (every field, ``variation`` too once the engine has it; not the
+    next boundary's time, which is this process's clock)."""
+    out = {field.name: getattr(status, field.name) for field in fields(status) if field.name != "next_boundary"}
     out["playing"] = status.running
     out["notes"] = {"player": status.notes_player, "model": status.notes_model}
     return out
 
 
 class Encoded:
-    """The JSON of the latest snapshot, made once however many pages ask (the snapshot never changes)."""
+    """The JSON of the latest snapshot, made once however many pages ask (the snapshot never changes).
 
-    def __init__(self) -> None:
+    ``steps``: only the recent steps the page's roll shows, a quarter of the JSON to encode 20 times a
+    second (the encoding holds the interpreter lock the engine thread needs at its boundaries)."""
+
+    def __init__(self, steps: int | None = None) -> None:
+        self.steps = steps
         self._status: EngineStatus | None = None
         self._data = b""
 
     def of(self, status: EngineStatus) -> bytes:
         if status is not self._status:
-            self._data = json.dumps(status_dict(status), separators=(",", ":")).encode()
+            values = status_dict(status)
+            if self.steps is not None:
+                values["recent"] = [entry for entry in status.recent if entry[0] > status.step - self.steps]
+            self._data = json.dumps(values, separators=(",", ":")).encode()
             self._status = status
         return self._data
+
+
+async def out_of_the_way(status: EngineStatus) -> None:
+    """Wait while the engine is about to send a grid step (from :data:`QUIET_BEFORE` before it to
+    :data:`QUIET_AFTER` after): then it needs the interpreter lock, and this thread must not hold it."""
+    if status.next_boundary:
+        left = status.next_boundary - time.perf_counter()
+        if -QUIET_AFTER < left < QUIET_BEFORE:
+            await asyncio.sleep(left + QUIET_AFTER)
 
 
 def _json_error(status: int, text: str) -> Response:
@@ -84,7 +106,7 @@ def _json_error(status: int, text: str) -> Response:
 def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], recordings: Recordings,
           closing: threading.Event) -> Starlette:
     """The Starlette app (without the :class:`lofi_live.live.web.guard.Guard` around it)."""
-    encoded = Encoded()
+    encoded, streamed = Encoded(), Encoded(STREAM_STEPS)
     controls, panics = Bucket(CONTROL_RATE, CONTROL_BURST), Bucket(PANIC_RATE, PANIC_BURST)
     page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{token}}", token)
     open_streams = 0
@@ -112,6 +134,7 @@ def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], record
             return _json_error(400, reason)
         if not (panics if action.kind == "panic" else controls).take():
             return _json_error(429, "too many controls: slow down")
+        await out_of_the_way(link.snapshot())
         link.control(action)
         return JSONResponse({"queued": {"name": action.kind, "value": action.value}})
 
@@ -127,9 +150,10 @@ def build(link: Link, token: str, ranges: dict[str, tuple[float, float]], record
             last, quiet = None, 0.0
             while not closing.is_set():
                 snapshot = link.snapshot()
+                await out_of_the_way(snapshot)
                 if snapshot is not last:
                     last, quiet = snapshot, 0.0
-                    yield b"data: " + encoded.of(snapshot) + b"\n\n"
+                    yield b"data: " + streamed.of(snapshot) + b"\n\n"
                 elif quiet >= KEEPALIVE_SECONDS:
                     quiet = 0.0
                     yield b": keep-alive\n\n"
