@@ -16,7 +16,7 @@ the listener against the best-fitting grid (what a DAW sees, with the MIDI syste
 and this process's scheduling in it), how many controls the engine took, and the resident memory the
 surface added. Needs a running JACK server, Chromium and chromedriver.
 
-    python benchmarks/web_bench.py [--seconds 20] [--rounds 3] [--bpm 120]
+    python benchmarks/web_bench.py [--seconds 30] [--rounds 4] [--bpm 120]
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def _summary(errors: list[float]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
-    parser.add_argument("--rounds", type=int, default=3, help="phases of each condition, alternated (default 3)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase (default 30)")
+    parser.add_argument("--rounds", type=int, default=4, help="phases of each condition, alternated (default 4)")
     parser.add_argument("--bpm", type=float, default=120.0)
     args = parser.parse_args(argv)
     grid = 60.0 / args.bpm / 2
