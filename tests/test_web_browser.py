@@ -340,9 +340,10 @@ def test_ctrl_c_with_the_page_open_ends_cleanly_with_nothing_sounding(browser, j
         ended.wait_line(re.compile(r"^lofi-live: wrote .*jam\.mid$"))
         time.sleep(0.3)
         events = ended.listener.snapshot()
-        assert still_sounding(events) == []
+        assert still_sounding(events) == [], events[-20:]
         assert any(m.type == "control_change" and m.control == 123 and m.channel == 0 for _, m in events)
-        assert took < 8, took
+        print(f"\nCtrl-C with the page open: lofi-live ended {took:.1f} s after the signal")
+        assert took < 15, (took, ended.lines)  # a loaded 2-core machine; about 1-2 s when it is quiet
         assert _wait(lambda: browser.find_element(By.CSS_SELECTOR, '[data-text="transport"]').text
                      in ("lofi-live ended", "stopped") or browser.execute_script("return document.body.dataset.connected") == "no")
         with pytest.raises(urllib.error.URLError):
