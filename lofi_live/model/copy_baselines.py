@@ -25,10 +25,15 @@ PERIODS = (4, 6, 8, 12, 16, 24, 32)
 
 
 def period_scores(tokens: np.ndarray, positions: np.ndarray, window: int,
-                  periods: Sequence[int] = PERIODS, floors: np.ndarray | None = None) -> np.ndarray:
+                  periods: Sequence[int] = PERIODS, floors: np.ndarray | None = None,
+                  onsets: np.ndarray | None = None) -> np.ndarray:
     """``(len(positions), len(periods))``: for each position ``t``, the share of the tokens in ``[t - window, t)``
     equal to the token one period before them; -1 where no comparison is possible or ``t - period`` lies
-    before the stream's start (``floors``: each position's own start, e.g. its file's; 0 by default)."""
+    before the stream's start (``floors``: each position's own start, e.g. its file's; 0 by default).
+
+    ``onsets`` (a boolean per token): compare only where either token is an onset, so that a rhythm repeated
+    under changing chords (``C hold hold rest F hold hold rest``) does not pass for a loop of one chord.
+    """
     tokens = np.asarray(tokens)
     positions = np.asarray(positions, dtype=np.int64)
     floors = np.zeros_like(positions) if floors is None else np.asarray(floors, dtype=np.int64)
@@ -38,8 +43,11 @@ def period_scores(tokens: np.ndarray, positions: np.ndarray, window: int,
         same = np.zeros(len(tokens) + 1, np.int64)
         compared = np.zeros(len(tokens) + 1, np.int64)
         if period < len(tokens):
-            same[period + 1 :] = np.cumsum(tokens[period:] == tokens[:-period])
-            compared[period + 1 :] = np.arange(1, len(tokens) - period + 1)
+            counted = np.ones(len(tokens) - period, bool)
+            if onsets is not None:
+                counted = onsets[period:] | onsets[:-period]
+            same[period + 1 :] = np.cumsum((tokens[period:] == tokens[:-period]) & counted)
+            compared[period + 1 :] = np.cumsum(counted)
         matches = same[positions] - same[start]
         counted = compared[positions] - compared[start]
         usable = (counted > 0) & (positions - period >= floors)
