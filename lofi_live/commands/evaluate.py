@@ -232,7 +232,7 @@ def evaluate_stream(model, stream: list[str], positions: Sequence[int] | None = 
             raise LofiError(f"only {len(stream)} tokens: evaluation needs more than the window ({window})")
         scored = np.arange(window, len(stream))
     if floors is None:
-        floors = np.maximum(scored - window, 0)
+        floors = np.zeros_like(scored)
     if len(scored) == 0:
         raise LofiError("no position to score")
     mapping: dict[str, int] = {}
