@@ -35,7 +35,7 @@ def grid_model(tmp_path_factory) -> Path:
 
 
 def expected_tokens(model: Model, seed_midi: Path, steps: int, seed: int, temperature=1.0, top_k=24, max_repeat=6):
-    """What ``generate --seed-midi ... --follow off --variation 1`` chooses, step by step, through the same functions."""
+    """What ``generate --seed-midi ... --follow off`` chooses, step by step, through the same functions."""
     window, _ = seed_window(model, str(seed_midi), np.random.default_rng(seed))
     sampler = make_sampler(model, temperature, top_k, seed, max_repeat)
     return model.decode(generate_indices(model, window, steps, sampler))
@@ -49,7 +49,7 @@ def continuation_tokens(path: Path, start_beats: float) -> list[str]:
 
 
 #: The network alone, as before the loop rule: no replay, no chord restriction.
-FREE = ["--follow", "off", "--variation", "1"]
+FREE = ["--follow", "off"]
 
 
 def _strip_rests(tokens: list[str]) -> list[str]:

@@ -18,10 +18,11 @@ clips"): the end of its longest track, trailing silence included, rounded up to 
 continuation starts on the bar line after it, and the ``.mid`` puts it there (``--with-seed`` writes the clip
 before it as the track ``player (seed)``), so the file lines up with the clip in a DAW.
 
-Continuing a clip, a grid model's choices follow the loop heard in it (:class:`lofi_live.model.loop_follow.LoopFollower`):
-``--variation`` weighs the network against replaying the loop (0 replays it), and ``--follow chord`` (the
-default) keeps new onsets within the pitch classes sounding in the loop at that point of its cycle. A model
-with a copy gate gets ``--variation`` too.
+Continuing a clip, a grid model's choices follow the loop heard in it (``--follow chord``, the default:
+:class:`lofi_live.model.loop_follow.LoopFollower`): ``--variation`` weighs the network against replaying the
+loop (0 replays it), and the network's share keeps to the loop's groove and to the pitch classes sounding in
+it at that point of its cycle. ``--follow off`` leaves every step to the network. A model with a copy gate
+gets ``--variation`` too (without it, its own gate decides).
 
 Chords are voiced by :func:`lofi_live.tokens.rules.token_pitches` only. The notes then sound as live
 (:mod:`lofi_live.timing.groove`): ``--swing PCT`` puts every off-beat eighth PCT % of the way through its beat
@@ -53,7 +54,7 @@ from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, Dynamics, Groove, Humanize, Swing
 from lofi_live.midi.files import NoteEvent, first_tempo_bpm, read_midi, write_midi
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
-from lofi_live.model.loop_follow import DEFAULT_FIT, DEFAULT_VARIATION, FITS, LoopFollower, parse_variation
+from lofi_live.model.loop_follow import DEFAULT_FOLLOW, DEFAULT_VARIATION, FOLLOW_CHOICES, LoopFollower, parse_variation
 from lofi_live.model.sampling import (
     DEFAULT_LEGATO,
     DEFAULT_MAX_REPEAT,
@@ -102,10 +103,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"how far a continuation of --seed-midi strays from the loop it heard: 0 replays it, 1 leaves "
                              f"each step to the network (default {DEFAULT_VARIATION:g}; a model with a copy gate also "
                              "gets it, else its own gate decides)")
-    parser.add_argument("--follow", choices=FITS, default=DEFAULT_FIT,
-                        help="grid models continuing --seed-midi: 'chord' keeps new onsets within the pitch classes "
-                             "sounding in the loop at that point of its cycle, 'off' leaves them to the network "
-                             f"(default {DEFAULT_FIT})")
+    parser.add_argument("--follow", choices=FOLLOW_CHOICES, default=DEFAULT_FOLLOW,
+                        help="grid models continuing --seed-midi: 'chord' replays the loop heard in the clip and keeps "
+                             "the network's variations on its groove and within the pitch classes sounding in it at "
+                             f"that point of its cycle; 'off' leaves every step to the network (default {DEFAULT_FOLLOW})")
     parser.add_argument("--with-seed", action="store_true",
                         help=f"write the --seed-midi clip first, as its own track '{SEED_TRACK}', before the continuation")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
@@ -375,10 +376,9 @@ def _check_output(args: argparse.Namespace, output: Path) -> None:
 
 def make_follower(model, args: argparse.Namespace, seed: Seed) -> LoopFollower | None:
     """The loop rule of ``--follow`` and ``--variation`` for a grid model continuing a clip (else None)."""
-    if model.tokens != "grid" or not args.seed_midi:
+    if model.tokens != "grid" or not args.seed_midi or args.follow == "off":
         return None
-    follower = LoopFollower(model.vocabulary, DEFAULT_VARIATION if args.variation is None else args.variation,
-                            args.follow)
+    follower = LoopFollower(model.vocabulary, DEFAULT_VARIATION if args.variation is None else args.variation)
     follower.hear(seed.heard)
     return follower
 
@@ -414,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
     key = f", key {key_name(lock.key_pc, lock.scale)}" if lock else ""
     swing = f", swing {args.swing:g}" if args.swing != 50 else ""
     follow = make_follower(model, args, seed)
-    loop = (f", following a loop of {follow.period} steps (variation {follow.variation:g}, fit {follow.fit})"
+    loop = (f", following a loop of {follow.period} steps (variation {follow.variation:g})"
             if follow and follow.active else "")
     settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}{swing}{loop}"
     where = f", from beat {seed.start_beats:g} (the bar after the clip)" if args.seed_midi else ""

@@ -13,13 +13,12 @@ touches what ``evaluate`` scores, the network alone) for a grid model:
 2. **Replay.** At each step, with weight ``1 - variation``, the loop's token at this point of the cycle; with
    weight ``variation``, the network's own distribution: ``p = (1 - v) * onehot(loop token) + v * p_network``.
    So ``variation`` 0 replays the loop, 1 leaves the choice to the network (within 3 and 4).
-3. **Chord tones** (``fit="chord"``). Onset tokens are restricted to those whose pitch classes all sound in the
+3. **Chord tones.** Onset tokens are restricted to those whose pitch classes all sound in the
    loop at this point of its cycle (the last onset at or before it, or the onsets on either side of a rest);
    a single note also stays within the loop's register (:data:`REGISTER_BELOW` / :data:`REGISTER_ABOVE`
    semitones around the loop's lowest and highest notes) and is weighted toward the last note played
    (``exp(-interval / VOICE_LEADING)``: small steps, as a voice moves). A variation is then a voicing, an
-   inversion, a chord tone or a line over the loop's own harmony, never a clash with it. ``fit="off"`` leaves
-   the onsets free.
+   inversion, a chord tone or a line over the loop's own harmony, never a clash with it.
 4. **Groove.** In the network's share, tokens that break the loop's rhythm at this step (an onset where the
    loop has none, a hold or rest where it strikes) lose :data:`GROOVE` of their probability: variations
    happen on the loop's own onsets first, as a player re-voices a chord rather than moving it.
@@ -41,9 +40,9 @@ from lofi_live.tokens import rules as token_rules
 
 #: Default weight of the network against the replayed loop (``--variation``), tuned with benchmarks/loop_fit.py.
 DEFAULT_VARIATION = 0.7
-#: Default onset restriction (``--follow``): ``chord`` (the loop's sounding pitch classes) or ``off``.
-DEFAULT_FIT = "chord"
-FITS = ("chord", "off")
+#: ``generate --follow``: ``chord`` follows the heard loop with this rule, ``off`` leaves the network alone.
+FOLLOW_CHOICES = ("chord", "off")
+DEFAULT_FOLLOW = "chord"
 #: Share of the network's probability taken from tokens that break the loop's rhythm at a step (an onset where
 #: the loop has none, a hold or rest where it strikes): measured with benchmarks/loop_fit.py, 0.8 kept the
 #: onset alignment at 0.81 against 0.66 without it at variation 0.75, at the same novelty.
@@ -72,16 +71,14 @@ def parse_variation(text: str) -> float:
 class LoopFollower:
     """Replays a heard loop and keeps the network's variations within its chords (see the module notes)."""
 
-    def __init__(self, vocabulary: Sequence[str], variation: float = DEFAULT_VARIATION, fit: str = DEFAULT_FIT,
-                 groove: float | None = None):
+    def __init__(self, vocabulary: Sequence[str], variation: float = DEFAULT_VARIATION, groove: float = GROOVE):
         if not 0.0 <= variation <= 1.0:
             raise LofiError(f"variation must be in 0..1, not {variation}")
-        if fit not in FITS:
-            raise LofiError(f"unknown loop fit {fit!r} (choose from {', '.join(FITS)})")
+        if not 0.0 <= groove <= 1.0:
+            raise LofiError(f"groove must be in 0..1, not {groove}")
         self.vocabulary = list(vocabulary)
         self.variation = float(variation)
-        self.fit = fit
-        self.groove = GROOVE if groove is None else groove
+        self.groove = float(groove)
         self._classes = np.array([token_rules.rhythm_class(t) for t in self.vocabulary])
         self._onset = self._classes == "onset"
         self._pcs = np.zeros((len(self.vocabulary), 12), bool)
@@ -141,7 +138,7 @@ class LoopFollower:
         return around
 
     def _chord_masks(self) -> list[np.ndarray]:
-        """For each step of the cycle, the vocabulary tokens allowed there under ``fit``."""
+        """For each step of the cycle, the vocabulary tokens allowed there: holds, rests and the fitting onsets."""
         pitches = [self._pitch[t] for t in self.loop if self._pitch[t] >= 0]
         pitches += [p for t in self.loop if self._onset[t] and self._pitch[t] < 0
                     for p in token_rules.token_pitches(self.vocabulary[t])]
@@ -167,13 +164,12 @@ class LoopFollower:
         where = self._step % len(self.loop)
         p = np.asarray(probs, np.float64).copy()
         mask = None if allowed is None else np.asarray(allowed, bool)
-        if self.fit == "chord":
-            fits = self._fits[where] if mask is None else self._fits[where] & mask
-            if np.any(fits & self._onset):
-                mask = fits
-            if self._last_pitch >= 0:
-                single = self._pitch >= 0
-                p[single] *= np.exp(-np.abs(self._pitch[single] - self._last_pitch) / VOICE_LEADING)
+        fits = self._fits[where] if mask is None else self._fits[where] & mask
+        if np.any(fits & self._onset):
+            mask = fits
+        if self._last_pitch >= 0:
+            single = self._pitch >= 0
+            p[single] *= np.exp(-np.abs(self._pitch[single] - self._last_pitch) / VOICE_LEADING)
         if self.groove:
             # the loop's groove: onsets where it has none, and silence where it strikes, are damped
             p = np.where(self._onset != self._onset[self.loop[where]], p * (1.0 - self.groove), p)
