@@ -378,17 +378,21 @@ def make_follower(model, args: argparse.Namespace, seed: Seed) -> LoopFollower |
     """The loop rule of ``--follow`` and ``--variation`` for a grid model continuing a clip (else None)."""
     if model.tokens != "grid" or not args.seed_midi or args.follow == "off":
         return None
-    follower = LoopFollower(model.vocabulary, DEFAULT_VARIATION if args.variation is None else args.variation)
+    follower = LoopFollower(model.vocabulary, DEFAULT_VARIATION if args.variation is None else args.variation,
+                            legato=args.legato)
     follower.hear(seed.heard)
     return follower
 
 
 def _continue(model, args: argparse.Namespace, seed: Seed, steps: int, lock: ScaleLock | None, number_seed: int | None
               ) -> list[str]:
-    """One continuation's tokens with the sampler, loop rule and variation the options ask for."""
-    sampler = make_sampler(model, args.temperature, args.top_k or None, number_seed, args.max_repeat or None, args.legato)
+    """One continuation's tokens with the sampler, loop rule and variation the options ask for (with a loop rule,
+    legato applies to the network's share only, see LoopFollower)."""
+    follower = make_follower(model, args, seed)
+    sampler = make_sampler(model, args.temperature, args.top_k or None, number_seed, args.max_repeat or None,
+                           0.0 if follower else args.legato)
     return model.decode(generate_indices(model, seed.window, steps, sampler, lock.mask if lock else None,
-                                         seed.positions, make_follower(model, args, seed), args.variation))
+                                         seed.positions, follower, args.variation))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ touches what ``evaluate`` scores, the network alone) for a grid model:
    loop has none, a hold or rest where it strikes) lose :data:`GROOVE` of their probability: variations
    happen on the loop's own onsets first, as a player re-voices a chord rather than moving it.
 
+The sampler's legato (holding the model's notes instead of some rests) applies to the network's share only,
+so a follower takes it over from the sampler (``legato``; the sampler's own is then 0).
+
 Use: :meth:`hear` the loop's token indices, then per step ``probs, mask = follower.shape(probs, mask)``, choose
 (``Sampler.choose(probs, mask)``), and :meth:`add` the choice. ``docs/BENCHMARKS.md`` ("Following a loop")
 gives what it changes on held-out loops (``benchmarks/loop_fit.py``).
@@ -71,7 +74,8 @@ def parse_variation(text: str) -> float:
 class LoopFollower:
     """Replays a heard loop and keeps the network's variations within its chords (see the module notes)."""
 
-    def __init__(self, vocabulary: Sequence[str], variation: float = DEFAULT_VARIATION, groove: float = GROOVE):
+    def __init__(self, vocabulary: Sequence[str], variation: float = DEFAULT_VARIATION, groove: float = GROOVE,
+                 legato: float = 0.0):
         if not 0.0 <= variation <= 1.0:
             raise LofiError(f"variation must be in 0..1, not {variation}")
         if not 0.0 <= groove <= 1.0:
@@ -79,6 +83,11 @@ class LoopFollower:
         self.vocabulary = list(vocabulary)
         self.variation = float(variation)
         self.groove = float(groove)
+        #: the sampler's legato, applied here to the network's share only: a replayed rest is the player's own
+        self.legato = float(legato)
+        self._hold = self.vocabulary.index(token_rules.HOLD) if token_rules.HOLD in self.vocabulary else -1
+        self._rest = self.vocabulary.index(token_rules.REST) if token_rules.REST in self.vocabulary else -1
+        self._sounding = False
         self._classes = np.array([token_rules.rhythm_class(t) for t in self.vocabulary])
         self._onset = self._classes == "onset"
         self._pcs = np.zeros((len(self.vocabulary), 12), bool)
@@ -118,7 +127,7 @@ class LoopFollower:
                 return candidates[best]
         return min(len(tokens), MAX_CYCLE)
 
-    def _sounding(self, where: int) -> set[int]:
+    def _sounding_at(self, where: int) -> set[int]:
         """Pitch classes sounding at a step of the cycle: the last onset at or before it unless a rest
         came since; at a rest, the onsets on either side."""
         size = len(self.loop)
@@ -147,7 +156,7 @@ class LoopFollower:
         masks = []
         for where in range(len(self.loop)):
             sounding = np.zeros(12, bool)
-            sounding[list(self._sounding(where))] = True
+            sounding[list(self._sounding_at(where))] = True
             fits = ~np.any(self._pcs & ~sounding, axis=1) & in_register
             masks.append(np.where(self._onset, fits, True))
         return masks
@@ -164,6 +173,10 @@ class LoopFollower:
         where = self._step % len(self.loop)
         p = np.asarray(probs, np.float64).copy()
         mask = None if allowed is None else np.asarray(allowed, bool)
+        if self.legato and self._sounding and self._hold >= 0 and self._rest >= 0:
+            moved = self.legato * p[self._rest]
+            p[self._rest] -= moved
+            p[self._hold] += moved
         fits = self._fits[where] if mask is None else self._fits[where] & mask
         if np.any(fits & self._onset):
             mask = fits
@@ -185,4 +198,8 @@ class LoopFollower:
         """Follow the token chosen for this step."""
         if self._pitch[token] >= 0:
             self._last_pitch = int(self._pitch[token])
+        if token == self._rest:
+            self._sounding = False
+        elif token != self._hold:
+            self._sounding = True
         self._step += 1
