@@ -53,7 +53,9 @@ def _naive_copies(model: Model, stream: list[str], scored: list[int], floors: li
         for period in PERIODS:
             if t - period < floors[k]:
                 continue
-            pairs = [(ids[i], ids[i - period]) for i in range(max(t - model.window, floors[k] + period), t)]
+            # compared where either token is an onset
+            pairs = [(ids[i], ids[i - period]) for i in range(max(t - model.window, floors[k] + period), t)
+                     if _kind(stream[i]) == 0 or _kind(stream[i - period]) == 0]
             if pairs and sum(a == b for a, b in pairs) / len(pairs) > best:
                 best, chosen = sum(a == b for a, b in pairs) / len(pairs), period
         score("copy_adaptive", t, chosen)
