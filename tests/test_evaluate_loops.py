@@ -158,3 +158,14 @@ def test_shipped_model_on_held_out_loops_reports_every_baseline(capsys):
     # on a loop played twice, copying one period back is a real baseline: it names most rhythm classes
     assert result["baseline_copy_adaptive_rhythm_accuracy"] > 0.5
 
+
+
+def test_files_selects_by_name(grid_model, tmp_path, capsys):
+    tokens = ["0.4.7", "hold", "hold", "rest", "9.0.4", "hold", "E4", "hold"] * 3
+    _write(tmp_path, "MLP - one.mid", tokens)
+    _write(tmp_path, "other.mid", ["C4", "hold"] * 40)
+    assert main(["evaluate", "--model", str(grid_model), str(tmp_path), "--files", "*MLP*", "--loops", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(tokens)
+    assert main(["evaluate", "--model", str(grid_model), str(tmp_path), "--files", "none*"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "among those selected" in err[0]

@@ -38,6 +38,7 @@ mapped to the nearest known token (as the live engine does). The window graph ru
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -65,6 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
     parser.add_argument("--loops", action="store_true",
                         help="grid models: play each file twice (whole bars) and score only the second pass")
+    parser.add_argument("--files", action="append", metavar="GLOB",
+                        help="only the files whose name matches GLOB (repeatable), e.g. --files '*MLP*' for one creator")
     parser.add_argument("--held-out", action="store_true",
                         help="only the files the model held out for validation (data.validation_files in its JSON)")
 
@@ -79,6 +82,14 @@ def held_out_names(model) -> set[str]:
     if not names:
         raise LofiError(f"{model.path}: the model records no held-out validation files")
     return set(names) | {name.split(":", 1)[1] for name in names if ":" in name}
+
+
+def matching_names(folder: str | Path, patterns: Sequence[str]) -> set[str]:
+    """The relative paths of the files below ``folder`` whose name matches one of the globs."""
+    from lofi_live.tokens.midi import folder_files
+
+    return {Path(file).relative_to(folder).as_posix() for file in folder_files(folder)
+            if any(fnmatch.fnmatch(Path(file).name, pattern) for pattern in patterns)}
 
 
 def tokenize_folder(
@@ -99,7 +110,7 @@ def tokenize_folder(
     if only is not None:
         files = [file for file in files if Path(file).relative_to(folder).as_posix() in only]
     if not files:
-        raise LofiError(f"{folder}: no {'held-out ' if only is not None else ''}.mid or .midi files found")
+        raise LofiError(f"{folder}: no .mid or .midi files found{' among those selected (--held-out, --files)' if only is not None else ''}")
     for file in files:
         try:
             stream.extend(file_tokens(file) if kind == "grid" else midi_file_tokens(file, engine))
@@ -163,7 +174,7 @@ def timed_folder(folder: str | Path, only: set[str] | None = None, loops: bool =
     if only is not None:
         files = [file for file in files if Path(file).relative_to(folder).as_posix() in only]
     if not files:
-        raise LofiError(f"{folder}: no {'held-out ' if only is not None else ''}.mid or .midi files found")
+        raise LofiError(f"{folder}: no .mid or .midi files found{' among those selected (--held-out, --files)' if only is not None else ''}")
     found: list[TimedTokens] = []
     used: list[Path] = []
     failed: list[str] = []
@@ -349,6 +360,9 @@ def run(args: argparse.Namespace) -> int:
 
     model = Model.load(args.model, provider=args.provider, window_threads=0)  # big batches: all cores
     only = held_out_names(model) if args.held_out else None
+    if args.files:
+        matching = matching_names(args.data_dir, args.files)
+        only = matching if only is None else only & matching
     stream, protocol, used, failed = _read(args, model, only)
     if not used:
         # nothing readable: one line naming the folder and the (first) file that failed, no skip notes
