@@ -16,7 +16,8 @@ so step ``k`` is at ``k mod loop length``):
 * ``novelty``: generated onset steps whose pitch-class set differs from the loop's onset there.
 
 Targets with the defaults: chord_fit >= 0.85, onset_alignment >= 0.6, novelty 0.15-0.6. The table over
-``--variation`` (and the network alone: ``--follow off``) shows what each setting changes.
+``--variation`` (and the network alone: ``--follow off``; for a model with a copy gate also its own
+``--variation`` without the loop rule) shows what each setting changes.
 
     python benchmarks/loop_fit.py [--model NAME] [--data ../shared/data/lofi] [--seeds 3] [--json]
 """
@@ -46,8 +47,11 @@ from lofi_live.tokens import rules as token_rules  # noqa: E402
 TEST_FILES = ("*MLP*", "LofiPianoSample*")
 TARGETS = {"chord_fit": (0.85, None), "onset_alignment": (0.6, None), "novelty": (0.15, 0.6)}
 #: The rows of the table: (label, extra generate options); the first is the defaults.
+VARIATIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SETTINGS = [("defaults", []), ("network alone (--follow off)", ["--follow", "off"])] + [
-    (f"--variation {v:g}", ["--variation", f"{v:g}"]) for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    (f"--variation {v:g}", ["--variation", f"{v:g}"]) for v in VARIATIONS]
+#: For a model with a copy gate: its own --variation, without the loop rule.
+GATE_SETTINGS = [(f"network alone, --variation {v:g}", ["--follow", "off", "--variation", f"{v:g}"]) for v in VARIATIONS]
 
 
 class Loop:
@@ -147,7 +151,7 @@ def main() -> int:
     if not found:
         print(f"loop_fit: no test loops matching {args.files or TEST_FILES} in {data}", file=sys.stderr)
         return 2
-    settings = SETTINGS[:1] if args.defaults_only else SETTINGS
+    settings = SETTINGS[:1] if args.defaults_only else SETTINGS + (GATE_SETTINGS if getattr(model, "has_copy_gate", False) else [])
     with tempfile.TemporaryDirectory() as folder:
         clips = {loop: loop.write_twice(Path(folder)) for loop in found}
         results = {label: run_setting(model, found, clips, options, args.steps, args.seeds) for label, options in settings}
