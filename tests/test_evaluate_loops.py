@@ -12,7 +12,7 @@ import pytest
 from lofi_live.cli import main
 from lofi_live.commands.evaluate import evaluate_stream, loop_protocol, timed_folder
 from lofi_live.midi.files import NoteEvent, write_midi
-from lofi_live.model.copy_baselines import PERIODS
+from lofi_live.model.copy_baselines import PERIODS, SPAN
 from lofi_live.model.loader import Model
 from lofi_live.tokens import rules as token_rules
 from lofi_live.tokens.grid import tokens_to_notes
@@ -54,7 +54,7 @@ def _naive_copies(model: Model, stream: list[str], scored: list[int], floors: li
             if t - period < floors[k]:
                 continue
             # compared where either token is an onset
-            pairs = [(ids[i], ids[i - period]) for i in range(max(t - model.window, floors[k] + period), t)
+            pairs = [(ids[i], ids[i - period]) for i in range(max(t - SPAN, floors[k] + period), t)
                      if _kind(stream[i]) == 0 or _kind(stream[i - period]) == 0]
             if pairs and sum(a == b for a, b in pairs) / len(pairs) > best:
                 best, chosen = sum(a == b for a, b in pairs) / len(pairs), period

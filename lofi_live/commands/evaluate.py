@@ -287,7 +287,7 @@ def evaluate_stream(model, stream: list[str], positions: Sequence[int] | None = 
         result[key] = value / max(onsets, 1) if base.startswith("onset_") else value / n
     if grid:
         result["n_onsets"] = onsets
-        result.update(copy_baselines(inputs, targets, stream_class, scored, window, floors))
+        result.update(copy_baselines(inputs, targets, stream_class, scored, floors))
     result.update(baseline_scores(model, inputs, targets, scored, stream_class, starts))
     return result
 

@@ -5,9 +5,11 @@ measured by ``lofi-live evaluate`` on the same positions as the network:
 
 * ``copy8`` / ``copy16``: the token 8 or 16 steps back (one or two 4/4 bars);
 * ``copy_adaptive``: the token one period back, the period chosen among :data:`PERIODS` as the one that best
-  explains the window so far: the largest share of the window's tokens equal to the token one period before
-  them, compared where either of the two is an onset (ties go to the shorter period). The comparisons may
-  reach before the window, as far as the stream goes, which only helps the baseline. (Comparing at holds and
+  explains the window so far: the largest share of the last :data:`SPAN` tokens equal to the token one period
+  before them, compared where either of the two is an onset (ties go to the shorter period). The span is
+  fixed, whatever the model's window, so the baseline is the same for every model (a window of 320 tokens
+  spans several loops of a stream, and choosing the period over all of it halved the baseline's onset top-1);
+  the comparisons may reach before the span, as far as the stream goes, which only helps the baseline. (Comparing at holds and
   rests too was weaker on the held-out test creators' loops: onset top-1 0.184 against 0.199.)
 
 Each predicts one token, so its top-1 is that token, its rhythm class that token's class, and its onset
@@ -23,6 +25,8 @@ import numpy as np
 
 #: Periods in grid steps the adaptive copy chooses among: half a bar to four bars, in 4/4 and 3/4 shapes.
 PERIODS = (4, 6, 8, 12, 16, 24, 32)
+#: Tokens before each position over which the adaptive copy scores the periods: 4 bars.
+SPAN = 32
 
 
 def period_scores(tokens: np.ndarray, positions: np.ndarray, window: int,
@@ -93,10 +97,10 @@ def copy_scores(tokens: np.ndarray, targets: np.ndarray, classes: np.ndarray, po
 
 
 def copy_baselines(tokens: np.ndarray, targets: np.ndarray, classes: np.ndarray, positions: np.ndarray,
-                   window: int, floors: np.ndarray | None = None) -> dict[str, float]:
+                   floors: np.ndarray | None = None) -> dict[str, float]:
     """Every copy baseline's figures at ``positions``, keyed ``baseline_copy8_top1`` ... (see the module notes)."""
     found: dict[str, float] = {}
-    adaptive = adaptive_periods(tokens, positions, window, PERIODS, floors, onsets=np.asarray(classes) == 0)
+    adaptive = adaptive_periods(tokens, positions, SPAN, PERIODS, floors, onsets=np.asarray(classes) == 0)
     for name, periods in (("copy8", 8), ("copy16", 16), ("copy_adaptive", adaptive)):
         for metric, value in copy_scores(tokens, targets, classes, positions, periods, floors).items():
             found[f"baseline_{name}_{metric}"] = value
