@@ -220,7 +220,7 @@ def generate_indices(model, seed: Sequence[int], steps: int, sampler: Sampler, a
     if getattr(model, "has_copy_gate", False):
         stepper.variation = variation
     if with_positions:
-        seed_positions = list(positions) if positions else grid_tokens.bar_positions(len(seed), -len(seed) % 8)
+        seed_positions = list(positions) if positions else grid_tokens.bar_positions(len(seed), -len(seed) % grid_tokens.STEPS_PER_BAR)
         probs = stepper.reset(seed, positions=seed_positions[-len(seed) :])
     else:
         probs = stepper.reset(seed)
