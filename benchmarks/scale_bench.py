@@ -97,8 +97,9 @@ def windows_per_s(shards: Path, out: Path) -> dict[str, float]:
 
 def quadruple(shards: Path, target: Path) -> None:
     """A shard folder with every file of ``shards`` four times (``copyK/`` before each path)."""
-    from training.corpus.cluster import load_shards, write_shards
-    from training.corpus.prepare import FileResult
+    from training.corpus.io import load_shards
+    from training.corpus.parse import FileResult
+    from training.corpus.shards import write_shards
 
     corpus = load_shards(shards)
     results = [FileResult(f"copy{k}/{f['path']}", f["sha256"], f["tokens"]) for k in range(4) for f in corpus["files"]]

@@ -25,12 +25,12 @@ def off(pitch, channel=0, zero_velocity=False):
 class Sim:
     """An engine on a simulated clock; ``sent`` holds ``(step, message)`` for every output message."""
 
-    def __init__(self, model=None, sampler=None, key=None, scale="minor", controls=None, models=(), session=None,
+    def __init__(self, model=None, sampler=None, key=None, scale=None, controls=None, models=(), session=None,
                  **config):
         self.model = model or FakeModel()
         self.sent: list[tuple[int, mido.Message]] = []
-        cfg = EngineConfig(bpm=120, echo_ms=0, realtime=False, **config)
-        self.engine = Engine(self.model, sampler or Sampler(0, None, 0), send=lambda m: self.sent.append((self.engine.step, m)),
+        cfg = EngineConfig(**{"bpm": 120, "echo_ms": 0, "realtime": False, **config})
+        self.engine = Engine(self.model, sampler or Sampler(0, None, 0), send=lambda m: self.sent.append((self.engine.scheduler.step, m)),
                              config=cfg, key=key, scale=scale, controls=controls, models=models, session=session)
         self.engine.start_worker()
         self.engine.clock.start(0.0)
@@ -51,8 +51,8 @@ class Sim:
                 i += 1
             engine.voices.run_timers(t)
             engine.close_steps(t)
-            if engine.lookahead.job is not None:
-                engine.lookahead.job.done.wait(2)
+            if engine.responder.lookahead.job is not None:
+                engine.responder.lookahead.job.done.wait(2)
             engine.boundary(step, t)
         self.next = until_step + 1
 
@@ -64,7 +64,7 @@ class Sim:
         return steps
 
     def close(self) -> None:
-        self.engine.worker.stop()
+        self.engine.responder.worker.stop()
 
 
 def phrase(pitches, start_step=0, length=0.2):

@@ -11,78 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from lofi_live.midi.files import MAX_MIDI_BYTES
-from lofi_live.recording.session import MAX_JOURNAL_BYTES
-from midi_factory import random_song, write_onsets
+from bad_input_helpers import LOFI_LIVE, LOFI_TRAIN, MIDI_CASES, assert_one_line, good_midi, make_case, run_cli
 from model_fixtures import VOCABULARY, build_model
-
-BIN = Path(sys.executable).parent
-LOFI_LIVE = str(BIN / "lofi-live")
-LOFI_TRAIN = str(BIN / "lofi-train")
-#: A 0-track Standard MIDI File: a complete MThd chunk, nothing after it.
-ZERO_TRACK_MIDI = b"MThd" + (6).to_bytes(4, "big") + (1).to_bytes(2, "big") + (0).to_bytes(2, "big") + (480).to_bytes(2, "big")
-
-#: The bad-file cases: name -> (what the line must say, as lower-case alternatives).
-MIDI_CASES = {
-    "corrupt": ("corrupt",),
-    "truncated": ("truncated", "corrupt"),
-    "empty": ("empty",),
-    "huge": ("too large",),
-    "zero_tracks": ("no tracks",),
-    "not_midi": ("not a midi file",),
-    "missing": ("no such file",),
-    "folder": ("folder",),
-    "fifo": ("not a regular file",),
-}
-
-
-def _good_midi(path: Path, seed: int = 1, length: int = 80) -> Path:
-    return write_onsets(path, random_song(seed, length))
-
-
-def _make_case(folder: Path, case: str, name: str | None = None) -> Path:
-    """One bad input named ``<case>.mid`` (or ``name``) in ``folder``."""
-    path = folder / (name or f"{case}.mid")
-    if case == "corrupt":
-        good = _good_midi(folder / "_good_for_corrupt.mid").read_bytes()
-        (folder / "_good_for_corrupt.mid").unlink()
-        # a real header, then the track chunk's bytes scrambled and its length field claiming far more
-        body = bytearray(good)
-        track = body.index(b"MTrk")
-        body[track + 4 : track + 8] = (10**6).to_bytes(4, "big")
-        body[track + 8 :] = bytes((i * 37 + 11) % 256 for i in range(len(body) - track - 8))
-        path.write_bytes(bytes(body))
-    elif case == "truncated":
-        good = _good_midi(folder / "_good_for_truncated.mid").read_bytes()
-        (folder / "_good_for_truncated.mid").unlink()
-        path.write_bytes(good[: len(good) // 2])
-    elif case == "empty":
-        path.write_bytes(b"")
-    elif case == "huge":
-        with path.open("wb") as handle:
-            handle.write(ZERO_TRACK_MIDI)
-        # sparse: takes no disk space; over both the MIDI and the journal size limits
-        os.truncate(path, max(MAX_MIDI_BYTES, MAX_JOURNAL_BYTES) + 1)
-    elif case == "zero_tracks":
-        path.write_bytes(ZERO_TRACK_MIDI)
-    elif case == "not_midi":
-        path.write_text("this is a text file with a .mid name\n" * 20)
-    elif case == "missing":
-        pass
-    elif case == "folder":
-        path.mkdir()
-    elif case == "fifo":
-        os.mkfifo(path)  # reading it would block for ever: must be refused before opening
-    else:  # pragma: no cover - a typo in a parametrization
-        raise AssertionError(case)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -99,26 +33,7 @@ def model(work) -> Path:
 def bad_files(work) -> dict[str, Path]:
     folder = work / "bad"
     folder.mkdir()
-    return {case: _make_case(folder, case) for case in MIDI_CASES}
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", LOFI_LIVE_CACHE=str(Path(os.environ.get("TMPDIR", "/tmp")) / "lofi-bad-input-cache"))
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-
-
-def assert_one_line(result: subprocess.CompletedProcess, names: Path | str, reasons: tuple[str, ...] = ()) -> str:
-    """Exit code 2, no traceback, exactly one stderr line naming ``names`` and giving one of ``reasons``."""
-    err = result.stderr.strip()
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = err.splitlines()
-    assert result.returncode == 2, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
-    line = lines[0]
-    assert str(names) in line, f"{names} not named in: {line}"
-    if reasons:
-        assert any(reason in line.lower() for reason in reasons), f"none of {reasons} in: {line}"
-    return line
+    return {case: make_case(folder, case) for case in MIDI_CASES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +67,7 @@ def test_evaluate_folder_of_one_bad_file(case, model, work):
     """A folder whose only file is bad: one line naming that file and why (nothing to evaluate)."""
     folder = work / f"eval_only_{case}"
     folder.mkdir()
-    path = _make_case(folder, case)
+    path = make_case(folder, case)
     result = run_cli(LOFI_LIVE, "evaluate", "--model", str(model), "--tokenizer", "mido", "--provider", "cpu", str(folder))
     if case in ("missing", "folder", "fifo"):
         # a folder that holds no file at all (a sub-folder or a pipe named x.mid is not a file)
@@ -166,7 +81,7 @@ def test_evaluate_folder_all_bad(model, work):
     folder = work / "eval_all_bad"
     folder.mkdir()
     for case in MIDI_CASES:
-        _make_case(folder, case)
+        make_case(folder, case)
     result = run_cli(LOFI_LIVE, "evaluate", "--model", str(model), "--tokenizer", "mido", "--provider", "cpu", str(folder))
     line = assert_one_line(result, folder, ("no readable",))
     assert "6 files failed" in line, line  # missing, folder and fifo are not files
@@ -177,8 +92,8 @@ def test_evaluate_folder_mixed(model, work):
     folder = work / "eval_mixed"
     folder.mkdir()
     for seed in range(3):
-        _good_midi(folder / f"good_{seed}.mid", seed)
-    bad = {case: _make_case(folder, case) for case in MIDI_CASES if case not in ("missing", "folder", "fifo")}
+        good_midi(folder / f"good_{seed}.mid", seed)
+    bad = {case: make_case(folder, case) for case in MIDI_CASES if case not in ("missing", "folder", "fifo")}
     result = run_cli(LOFI_LIVE, "evaluate", "--model", str(model), "--tokenizer", "mido", "--provider", "cpu",
                      "--json", str(folder))
     assert result.returncode == 0, result.stderr
@@ -193,7 +108,7 @@ def test_evaluate_folder_mixed(model, work):
 
 @pytest.mark.parametrize("where", ["missing", "file"])
 def test_evaluate_not_a_folder(where, model, bad_files, work):
-    target = work / "no_such_folder" if where == "missing" else _good_midi(work / "a_file_not_a_folder.mid")
+    target = work / "no_such_folder" if where == "missing" else good_midi(work / "a_file_not_a_folder.mid")
     result = run_cli(LOFI_LIVE, "evaluate", "--model", str(model), "--provider", "cpu", str(target))
     assert_one_line(result, target, ("no such folder",) if where == "missing" else ("not a folder",))
 
@@ -230,7 +145,7 @@ def bad_journals(work, bad_files) -> dict[str, Path]:
         elif case == "not_midi":
             path = bad_files["not_midi"]
         else:
-            path = _make_case(folder, case, path.name)
+            path = make_case(folder, case, path.name)
         found[case] = path
     return found
 
@@ -252,7 +167,7 @@ def test_export(case, recover, bad_journals, work):
 
 @pytest.mark.parametrize("where", ["missing", "file", "empty_folder"])
 def test_train_prepare_bad_folder(where, work):
-    target = {"missing": work / "prepare_missing", "file": _good_midi(work / "prepare_file.mid"),
+    target = {"missing": work / "prepare_missing", "file": good_midi(work / "prepare_file.mid"),
               "empty_folder": work / "prepare_empty"}[where]
     if where == "empty_folder":
         target.mkdir(exist_ok=True)
@@ -265,9 +180,9 @@ def test_train_prepare_bad_files_listed(work, bad_files):
     """A folder of bad files is not fatal: prepare finishes and lists each failure with its reason."""
     folder = work / "prepare_bad_files"
     folder.mkdir()
-    _good_midi(folder / "good.mid")
+    good_midi(folder / "good.mid")
     for case in ("corrupt", "truncated", "empty", "huge", "zero_tracks", "not_midi"):
-        _make_case(folder, case)
+        make_case(folder, case)
     pytest.importorskip("music21")
     result = run_cli(LOFI_TRAIN, "prepare", str(folder), "-o", str(work / "corpus_bad_files.json"), "--no-cache",
                      "--workers", "1")
@@ -326,7 +241,7 @@ def _make_corpus_case(folder: Path, case: str) -> Path:
         path = path.with_name("gzip_truncated.json.gz")
         path.write_bytes(data[: len(data) // 2])
     elif case == "midi":
-        path.write_bytes(_good_midi(folder / "corpus_is_midi.mid").read_bytes())
+        path.write_bytes(good_midi(folder / "corpus_is_midi.mid").read_bytes())
     elif case == "folder":
         path.mkdir()
     elif case == "fifo":
@@ -365,7 +280,7 @@ def test_train_export_bad_run(case, work):
     extra: list[str] = []
     named: Path = run_dir / "run.json"
     if case == "file":
-        run_dir = named = _good_midi(work / "export_run_is_a_file.mid")
+        run_dir = named = good_midi(work / "export_run_is_a_file.mid")
     elif case == "missing":
         named = run_dir
     else:
@@ -390,174 +305,3 @@ def test_train_export_bad_run(case, work):
     result = run_cli(LOFI_TRAIN, "export", str(run_dir), *extra, "-o", str(work / f"exported_{case}"))
     assert_one_line(result, named, RUN_CASES[case])
     assert not (work / f"exported_{case}.json").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# Models: every command that takes --model refuses a bad one
-
-
-def _tamper(folder: Path, source: Path, case: str) -> tuple[Path, Path, tuple[str, ...]]:
-    """A copy of the tiny model, damaged as ``case`` says; returns (--model path, path to name, reasons)."""
-    target = folder / case
-    shutil.copytree(source.parent, target)
-    meta_path = target / source.name
-    meta = json.loads(meta_path.read_text())
-    onnx = target / meta["graphs"]["window"]["file"]
-    named, reasons = meta_path, ()
-    if case == "vocab_removed":
-        meta["vocabulary"] = meta["vocabulary"][:-1]
-        meta["seed_windows"] = []
-        meta.pop("baselines")
-        named, reasons = onnx, ("vocabulary size",)
-    elif case == "vocab_renamed":
-        meta["vocabulary"][0] = "C#7"  # same size, another token: only the recorded vocabulary digest can tell
-        reasons = ("vocabulary",)
-    elif case == "vocab_duplicate":
-        meta["vocabulary"][1] = meta["vocabulary"][0]
-        reasons = ("duplicate",)
-    elif case == "vocab_bad_token":
-        meta["vocabulary"][0] = "H9"
-        reasons = ("vocabulary entry",)
-    elif case == "window_edited":
-        meta["window"] = 16
-        meta["seed_windows"] = []
-        named, reasons = onnx, ("shape",)
-    elif case == "checksum_edited":
-        meta["graphs"]["window"]["sha256"] = "0" * 64
-        named, reasons = onnx, ("checksum",)
-    elif case == "onnx_truncated":
-        data = onnx.read_bytes()
-        onnx.write_bytes(data[: len(data) // 2])
-        named, reasons = onnx, ("checksum",)
-    elif case == "onnx_truncated_rehashed":
-        import hashlib
-
-        data = onnx.read_bytes()[:200]
-        onnx.write_bytes(data)
-        meta["graphs"]["window"]["sha256"] = hashlib.sha256(data).hexdigest()
-        named, reasons = onnx, ("not a valid onnx graph",)
-    elif case == "onnx_missing":
-        onnx.unlink()
-        named, reasons = onnx, ("missing",)
-    elif case == "not_json":
-        meta_path.write_text("this is { not JSON")
-        return meta_path, meta_path, ("not valid json",)
-    elif case == "binary_json":
-        meta_path.write_bytes(bytes((i * 73 + 5) % 256 for i in range(600)))
-        return meta_path, meta_path, ("not",)
-    elif case == "empty_json":
-        meta_path.write_text("")
-        return meta_path, meta_path, ("not valid json",)
-    elif case == "json_list":
-        meta_path.write_text("[]")
-        return meta_path, meta_path, ("json object",)
-    elif case == "deep_nesting":
-        meta_path.write_text("[" * 100_000 + "]" * 100_000)
-        return meta_path, meta_path, ("nested too deeply",)
-    elif case == "json_fifo":
-        meta_path.unlink()
-        os.mkfifo(meta_path)
-        return meta_path, meta_path, ("not a regular file",)
-    elif case == "json_folder":
-        meta_path.unlink()
-        meta_path.mkdir()
-        return meta_path, meta_path, ("folder",)
-    elif case == "window_string":
-        meta["window"] = "32"
-        reasons = ("window",)
-    elif case == "window_float":
-        meta["window"] = 32.5
-        reasons = ("window",)
-    elif case == "vocabulary_dict":
-        meta["vocabulary"] = {"C4": 0}
-        reasons = ("vocabulary",)
-    elif case == "grid_string":
-        meta["grid_beats"] = "half"
-        reasons = ("grid_beats",)
-    elif case == "grid_list":
-        meta["grid_beats"] = [0.5]
-        reasons = ("grid_beats",)
-    elif case == "graphs_list":
-        meta["graphs"] = ["tiny.onnx"]
-        reasons = ("graphs",)
-    elif case == "graph_file_path":
-        meta["graphs"]["window"]["file"] = "../../etc/passwd"
-        reasons = ("plain file name",)
-    elif case == "states_odd":
-        meta["graphs"]["step"]["states"] = [["h0", "16"]]
-        reasons = ("states",)
-    elif case == "encoding_odd":
-        meta["input_encoding"] = ["index"]
-        reasons = ("input_encoding",)
-    elif case == "baselines_odd":
-        meta["baselines"] = {"unigram_counts": ["a"] * len(meta["vocabulary"]), "bigram_next": "x"}
-        reasons = ("baselines",)
-    elif case == "format_future":
-        meta["format"] = 2
-        reasons = ("format",)
-    else:  # pragma: no cover
-        raise AssertionError(case)
-    meta_path.write_text(json.dumps(meta))
-    return meta_path, named, reasons
-
-
-MODEL_CASES = [
-    "vocab_removed", "vocab_renamed", "vocab_duplicate", "vocab_bad_token", "window_edited", "checksum_edited",
-    "onnx_truncated", "onnx_truncated_rehashed", "onnx_missing", "not_json", "binary_json", "empty_json", "json_list", "deep_nesting", "json_folder", "json_fifo",
-    "window_string", "window_float", "vocabulary_dict", "grid_string", "grid_list", "graphs_list", "graph_file_path",
-    "states_odd", "encoding_odd", "baselines_odd", "format_future",
-]
-
-
-@pytest.fixture(scope="module")
-def tampered(work, model) -> dict[str, tuple[Path, Path, tuple[str, ...]]]:
-    folder = work / "tampered"
-    folder.mkdir()
-    return {case: _tamper(folder, model, case) for case in MODEL_CASES}
-
-
-def _model_command(command: str, model: Path, work: Path, good_seed: Path) -> list[str]:
-    if command == "generate":
-        return [LOFI_LIVE, "generate", "--model", str(model), "--steps", "4", "--provider", "cpu",
-                "-o", str(work / "tampered_out.mid")]
-    if command == "evaluate":
-        return [LOFI_LIVE, "evaluate", "--model", str(model), "--provider", "cpu", "--tokenizer", "mido",
-                str(good_seed.parent)]
-    if command == "bench":
-        return [LOFI_LIVE, "bench", "--model", str(model), "--provider", "cpu", "--no-keras", "--no-live", "--steps", "50"]
-    return [LOFI_LIVE, "run", "--model", str(model), "--provider", "cpu", "--backend", "jack", "--duration", "1",
-            "--quiet", "--name", "LoFi Bad Model"]
-
-
-@pytest.fixture(scope="module")
-def good_seed(work) -> Path:
-    folder = work / "good_data"
-    folder.mkdir()
-    for seed in range(2):
-        _good_midi(folder / f"song_{seed}.mid", seed)
-    return folder / "song_0.mid"
-
-
-@pytest.mark.parametrize("command", ["generate", "evaluate", "bench", "run"])
-@pytest.mark.parametrize("case", MODEL_CASES)
-def test_bad_model(case, command, tampered, work, good_seed, request):
-    if command == "run":
-        request.getfixturevalue("jack_server")
-    model, named, reasons = tampered[case]
-    result = run_cli(*_model_command(command, model, work, good_seed), timeout=60)
-    assert_one_line(result, named, reasons)
-
-
-@pytest.mark.parametrize("command", ["generate", "evaluate", "bench"])
-def test_model_with_extra_fields_loads(command, work, model, good_seed):
-    """Unknown extra fields are ignored (forward compatible), not an error."""
-    folder = work / "extra_fields"
-    if not folder.exists():
-        shutil.copytree(model.parent, folder)
-        meta = json.loads((folder / model.name).read_text())
-        meta["future_field"] = {"anything": [1, 2, None]}
-        meta["graphs"]["window"]["comment"] = 7
-        (folder / model.name).write_text(json.dumps(meta))
-    result = run_cli(*_model_command(command, folder / model.name, work, good_seed), timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr

@@ -40,3 +40,13 @@ def test_bench_live_start(tiny, jack_server, capsys):
     assert note is None, note
     assert 0 < figures["first_note_s"] < 15
     assert 20 < figures["rss_mb"] < 2000
+
+
+def test_bench_finds_the_shipped_seed_preset_model():
+    """Without --seed-model the seed comparison runs on the shipped lofi-seed (the seed article's tokens)."""
+    from lofi_live.commands.bench import _seed_model_path
+    from lofi_live.model.loader import Model
+
+    found = _seed_model_path(None)
+    assert found is not None and found.name == "lofi-seed.json"
+    assert Model.load(found, provider="cpu").tokens == "seed"

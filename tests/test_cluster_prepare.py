@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from midi_factory import random_song, write_onsets
-from training.corpus.prepare import load_corpus
+from training.corpus.io import load_corpus
 
 distributed = pytest.importorskip("distributed")
 

@@ -93,13 +93,13 @@ def test_a_cc_on_the_mapped_number_changes_the_temperature_the_view_shows(live):
     engine, player, _ = live(ControlMap({"temperature": 21}))
     engine.start()
     assert "temperature 0.50" in _view_text(engine)
-    assert _send_until(player, _cc(21, 127), lambda: engine.temperature == pytest.approx(2.0)), \
-        engine.temperature
+    assert _send_until(player, _cc(21, 127), lambda: engine.responder.temperature == pytest.approx(2.0)), \
+        engine.responder.temperature
     assert "temperature 2.00" in _view_text(engine)
     player.send(_cc(20, 0))  # another number: no change
     time.sleep(0.1)
-    assert engine.temperature == pytest.approx(2.0)
-    assert _send_until(player, _cc(21, 0), lambda: engine.temperature == pytest.approx(0.1))
+    assert engine.responder.temperature == pytest.approx(2.0)
+    assert _send_until(player, _cc(21, 0), lambda: engine.responder.temperature == pytest.approx(0.1))
     assert "temperature 0.10" in _view_text(engine)
 
 

@@ -44,12 +44,12 @@ def test_mutate_resamples_the_last_response_from_the_same_context():
     sim.engine.prime(["C4", "D4", "E4"])
     sim.engine.plan(0)
     sim.run(9)
-    first = sim.engine.timeline.tokens("model")
+    first = sim.engine.responder.timeline.tokens("model")
     assert len(first) == 8 and sim.engine.conductor.last_response.context == ["C4", "D4", "E4"]
     resets = len(model.seen)
     sim.engine.apply(Action("mutate"))
     sim.run(30)
-    second = sim.engine.timeline.tokens("model")[8:]
+    second = sim.engine.responder.timeline.tokens("model")[8:]
     assert sim.model_steps() == list(range(8)) + list(range(10, 18))  # a new 1-bar response from the next step
     assert len(second) == 8 and second != first
     assert model.seen[resets] == model.encode(["C4", "D4", "E4"])  # it answered the same context again
@@ -66,11 +66,11 @@ def test_loop_repeats_the_last_response_until_toggled_off():
     sim.engine.prime(["C4"])
     sim.engine.plan(0)
     sim.run(9)
-    first = sim.engine.timeline.tokens("model")
+    first = sim.engine.responder.timeline.tokens("model")
     sim.engine._handle(_cc(29, 127), 9 * STEP + 0.01)  # loop on
     sim.engine._handle(_cc(29, 0), 9 * STEP + 0.02)
     sim.run(29)
-    assert sim.engine.timeline.tokens("model")[8:] == (first * 3)[:20]  # steps 10..29: the response, again and again
+    assert sim.engine.responder.timeline.tokens("model")[8:] == (first * 3)[:20]  # steps 10..29: the response, again and again
     assert sim.engine.snapshot().loop is True and "loop on" in _view_text(sim.engine)
     sim.engine._handle(_cc(29, 127), 29 * STEP + 0.01)  # loop off
     sim.run(45)
@@ -94,14 +94,14 @@ def test_model_select_switches_models_between_steps_and_reencodes_the_window(tmp
     sim.engine.plan(0)
     sim.run(5)
     sim.engine._handle(_cc(24, 127), 5 * STEP + 0.01)  # the top half of the knob: model 2
-    assert sim.engine.model is first  # not before the next boundary
+    assert sim.engine.responder.model is first  # not before the next boundary
     sim.run(20)
     engine = sim.engine
-    assert engine.model is second and engine.snapshot().model == "low"
-    by_step = {entry.step: entry.token for entry in engine.timeline.entries if entry.part == "model"}
+    assert engine.responder.model is second and engine.snapshot().model == "low"
+    by_step = {entry.step: entry.token for entry in engine.responder.timeline.entries if entry.part == "model"}
     assert all(by_step[s] in first.vocabulary for s in range(0, 7))  # step 6 was computed before the switch
     assert all(by_step[s] in low_vocabulary for s in range(7, 21))
-    window = list(engine.timeline.entries)[-second.window :]  # the window speaks the new vocabulary:
+    window = list(engine.responder.timeline.entries)[-second.window :]  # the window speaks the new vocabulary:
     assert [e.index for e in window if e.part == "seed"] == [7, 7, 7]  # C4 D4 E4 -> C3, the nearest low note
     for entry in window:
         if entry.token in low_vocabulary:  # a token both know keeps its meaning
@@ -109,7 +109,7 @@ def test_model_select_switches_models_between_steps_and_reencodes_the_window(tmp
     assert "model low" in _view_text(engine)
     engine._handle(_cc(24, 0), 21 * STEP)  # and back
     sim.run(24)
-    assert engine.model is first
+    assert engine.responder.model is first
     sim.close()
 
 
@@ -121,8 +121,8 @@ def test_key_auto_detects_the_played_key_and_a_cc_toggles_the_lock():
               controls=ControlMap({"key_lock": 26}, key_lock=True))
     sim.run(40, phrase([69, 72, 76, 69, 64, 69, 71, 72, 69]))  # A C E A E A B C A, then silence
     engine = sim.engine
-    assert engine.keylock.name == "A minor" and "key A minor" in _view_text(engine)
-    played = engine.timeline.tokens("model")
+    assert engine.responder.keylock.name == "A minor" and "key A minor" in _view_text(engine)
+    played = engine.responder.timeline.tokens("model")
     assert len(played) >= 8
     assert all(token_rules.token_pitch_classes(t) <= A_MINOR for t in played)
     engine._handle(_cc(26, 127), 40 * STEP + 0.01)  # lock off
@@ -144,7 +144,7 @@ def test_500_engine_steps_with_key_a_minor_use_only_a_minor_pitch_classes(tmp_pa
     sim.engine.prime(["C#4", "1.5.8", "E-4"])  # a context far from A minor
     sim.engine.plan(0)
     sim.run(501)
-    played = sim.engine.timeline.tokens("model")
+    played = sim.engine.responder.timeline.tokens("model")
     assert len(played) >= 500
     outside = [t for t in played if not token_rules.token_pitch_classes(t) <= A_MINOR]
     assert outside == []
@@ -168,8 +168,8 @@ def test_control_changes_take_effect_and_show_in_the_view():
     text = _view_text(engine)
     for expected in ("temperature 2.00", "60.0 BPM", "response 16 bars", "mode accompany", "key auto"):
         assert expected in text, (expected, text)
-    assert engine.temperature == pytest.approx(2.0) and engine.clock.bpm == pytest.approx(60)
-    assert engine.config.response_bars == 16 and engine.conductor.mode == "accompany" and engine.keylock.enabled
+    assert engine.responder.temperature == pytest.approx(2.0) and engine.clock.bpm == pytest.approx(60)
+    assert engine.config.response_bars == 16 and engine.conductor.mode == "accompany" and engine.responder.keylock.enabled
     # the grid follows the new tempo: a step is 0.5 s at 60 BPM
     assert engine.clock.step_time(3) - engine.clock.step_time(2) == pytest.approx(0.5)
     sim.close()
@@ -257,3 +257,20 @@ def test_a_tempo_control_applied_late_moves_no_beat_already_read():
     assert engine.clock.bpm == pytest.approx(180)
     # at most 180 BPM between the two readings (anchored at its arrival, it jumped 0.4 beat ahead)
     assert 0 <= b1 - b0 <= (t1 - t0) * 3 + 1e-6, (b0, b1)
+
+
+def test_the_live_key_lock_and_generate_s_are_one_rule():
+    """--key auto --scale dorian: generate and the live engine lock the same tokens for the same notes."""
+    from lofi_live.commands.generate import scale_lock
+
+    vocabulary = ["A4", "B4", "C5", "C#5", "D5", "E5", "F5", "F#5", "G5", "G#5", "0.4.7", "1.5.8"]
+    heard = ["A4", "C5", "E5", "A4", "E5", "A4", "B4", "C5", "A4"]
+    for scale in (None, "dorian"):
+        sim = Sim(model=FakeModel(vocabulary), key="auto", scale=scale)
+        for token in heard:
+            sim.engine.responder.timeline.append(0, "player", token, vocabulary.index(token))
+        live = sim.engine.responder.keylock.mask(sim.engine.responder.timeline)
+        offline = scale_lock(FakeModel(vocabulary), "auto", scale, heard)
+        assert list(live) == list(offline.mask)
+        assert sim.engine.responder.keylock.name == ("A minor" if scale is None else "A dorian")
+        sim.close()

@@ -192,7 +192,7 @@ def _run_at_180(tmp_path, seconds: float, flood: bool) -> tuple[Engine, list[flo
     # at a control's arrival while beats after it were already read, jumps back or far ahead
     for (t0, b0), (t1, b1) in zip(flushed, flushed[1:]):
         assert -1e-9 <= b1 - b0 <= (t1 - t0) * 180 / 60 * 1.001 + 1e-6, ((t0, b0), (t1, b1))
-    return engine, sorted(engine.emission_errors)
+    return engine, sorted(engine.responder.emission_errors)
 
 
 @pytest.fixture

@@ -39,16 +39,16 @@ def test_while_the_output_is_gone_the_model_holds_and_owes_its_note_offs(tmp_pat
     status = engine.snapshot()
     assert status.notice.startswith(f"{OUTPUT} is gone: holding") and "Ctrl-C to stop" in status.notice
     assert not engine.voices.sounding and engine.outages.owed == sounding
-    sent, count = len(sim.sent), engine.timeline.count
+    sent, count = len(sim.sent), engine.responder.timeline.count
     sim.run(30, phrase([65, 67], start_step=14))  # played meanwhile on an input that still works
     assert _model_ons(sim, sent) == []  # nothing generated while nobody hears it
-    assert engine.timeline.count == count  # nor enters the timeline
-    window = engine.timeline.window_tokens()
+    assert engine.responder.timeline.count == count  # nor enters the timeline
+    window = engine.responder.timeline.window_tokens()
     engine._handle(PortEvent("back", "output", OUTPUT), 30 * STEP + 0.01)
     paid = [m for _, m in sim.sent[sent:]]
     assert {(m.channel, m.note) for m in paid if m.type == "note_off"} == sounding  # the owed note-offs
     assert any(m.type == "control_change" and m.control == 123 for m in paid)
-    assert engine.timeline.window_tokens() == window  # the window it had
+    assert engine.responder.timeline.window_tokens() == window  # the window it had
     assert engine.snapshot().notice.startswith(f"{OUTPUT} is back: reconnected, All Notes Off sent; play a phrase")
     sim.run(50, phrase([69, 71], start_step=32))
     assert any(step > 33 for step, _ in _model_ons(sim, sent)), "it answers the next phrase"
@@ -88,12 +88,35 @@ def test_a_lost_input_ends_the_keys_held_down_and_the_model_plays_on():
     assert engine.snapshot().notice.startswith(f"{INPUT} is gone: the notes held down ended, the model plays on")
     notes = {note.pitch: note for note in session.notes()["player"]}
     assert notes[48].start + notes[48].duration == 2.6  # ended when the input went
-    assert not engine.conductor.held
+    assert not engine.player.held
     sent = len(sim.sent)
     sim.run(20)
     assert _model_ons(sim, sent), "the model answers (the key no longer holds the phrase open)"
     engine._handle(PortEvent("back", "input", INPUT), 20 * STEP)
     assert engine.snapshot().notice == f"{INPUT} is back: reconnected; play on"
+    sim.close()
+
+
+def test_owed_note_offs_wait_for_the_output_when_the_system_returns_without_it():
+    """The MIDI system back before the --out port: the note-offs it owes are not sent to a missing
+    port; they go to the output when it is back, and the model holds until then."""
+    sim, _ = _sim(gate=4)
+    sim.run(10, phrase([60, 62, 64]))
+    engine = sim.engine
+    sounding = set(engine.voices.sounding)
+    assert sounding, "a model note sounds when the system goes"
+    engine._handle(PortEvent("lost", "system", "the JACK server"), 10 * STEP + 0.01)
+    sent = len(sim.sent)
+    engine._handle(PortEvent("back", "system", "the JACK server", (("output", OUTPUT),)), 12 * STEP)
+    assert [m for _, m in sim.sent[sent:] if m.type == "note_off"] == []  # not to a port that is not there
+    assert engine.outages.holding and engine.outages.owed == sounding
+    assert engine.snapshot().notice.endswith(f"{OUTPUT} is not back yet; still holding")
+    sim.run(16)
+    assert _model_ons(sim, sent) == []
+    engine._handle(PortEvent("back", "output", OUTPUT), 16 * STEP + 0.01)
+    paid = [m for _, m in sim.sent[sent:]]
+    assert {(m.channel, m.note) for m in paid if m.type == "note_off"} == sounding
+    assert not engine.outages.holding and not engine.outages.owed
     sim.close()
 
 

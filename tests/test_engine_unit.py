@@ -40,8 +40,8 @@ def test_notes_in_one_step_form_a_chord_token_a_lone_note_its_pitch():
         tokenizer.note_on((0, pitch), 0.02)
     tokenizer.note_on((0, 62), 0.5)
     assert tokenizer.close_due(0.2) == []
-    assert tokenizer.close_due(0.25) == [(0, token_rules.onset_token([60, 64, 67]))]
-    assert tokenizer.close_due(0.75) == [(1, "D4")]
+    assert tokenizer.close_due(0.25) == [(0, "player", token_rules.onset_token([60, 64, 67]))]
+    assert tokenizer.close_due(0.75) == [(1, "player", "D4")]
     assert token_rules.onset_token([60, 64, 67]) == "0.4.7"
 
 
@@ -52,8 +52,8 @@ def test_played_tokens_enter_the_window_unknown_ones_mapped_to_the_nearest():
     sim.run(3, events)
     # C E G -> the chord 0.4.7; C#4 is unknown -> its nearest known token: C4 (a semitone away,
     # like D4: the tie goes to the first in the vocabulary)
-    assert sim.engine.timeline.tokens("player") == ["0.4.7", "C4"]
-    assert not sim.engine.conductor.held  # velocity-0 note-on released the G
+    assert sim.engine.responder.timeline.tokens("player") == ["0.4.7", "C4"]
+    assert not sim.engine.player.held  # velocity-0 note-on released the G
     sim.close()
 
 
@@ -72,7 +72,7 @@ def test_seed_primes_the_window_and_the_model_starts_at_once():
     sim.engine.plan(0)
     sim.run(9)
     assert sim.model_steps() == list(range(8))  # 1 bar = 8 steps, from step 0
-    tokens = sim.engine.timeline.tokens("model")
+    tokens = sim.engine.responder.timeline.tokens("model")
     assert tokens[:3] == ["F4", "G4", "A4"]  # the fake continues after E4
     sim.close()
 
@@ -175,15 +175,28 @@ def test_thru_holds_a_played_note_while_it_is_held_and_the_phrase_stays_open():
     sim.close()
 
 
-def test_key_lock_only_plays_tokens_of_the_scale():
-    model = FakeModel()
-    sim = Sim(model=model, response_bars=2, key="C", scale="major")
-    sim.engine.prime(["B4"])  # the fake would continue with C5, then 0.4.7, 9.0.4, 2.5.9, 7.11.2...
+#: Every pitch of an octave: the fake plays the next one, so five of its twelve tokens are outside C major.
+CHROMATIC = [token_rules.midi_to_note(pitch) for pitch in range(60, 72)]
+C_MAJOR = {0, 2, 4, 5, 7, 9, 11}
+
+
+def _key_lock_run(key):
+    sim = Sim(model=FakeModel(CHROMATIC), response_bars=2, key=key, scale="major")
+    sim.engine.prime(["C4"])  # unlocked, the fake goes on chromatically: C#4, D4, E-4, E4, ...
     sim.engine.plan(0)
     sim.run(16)
-    for token in sim.engine.timeline.tokens("model"):
-        assert token_rules.token_pitch_classes(token) <= {0, 2, 4, 5, 7, 9, 11}
+    tokens = sim.engine.responder.timeline.tokens("model")
     sim.close()
+    return tokens
+
+
+def test_key_lock_only_plays_tokens_of_the_scale():
+    unlocked = _key_lock_run(None)
+    assert any(not token_rules.token_pitch_classes(token) <= C_MAJOR for token in unlocked)  # the test can fail
+    locked = _key_lock_run("C")
+    assert len(locked) == len(unlocked) >= 12
+    for token in locked:
+        assert token_rules.token_pitch_classes(token) <= C_MAJOR
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +225,7 @@ def test_engine_thread_sends_on_the_grid_without_drift():
     assert len(steps) >= 10
     assert statistics.median(errors) < 0.002
     assert sorted(errors)[int(0.99 * (len(errors) - 1))] < 0.010  # loaded 2-core box margin
-    assert engine.lookahead.late_steps == 0
+    assert engine.responder.lookahead.late_steps == 0
     assert not engine.voices.sounding
 
 
@@ -220,7 +233,7 @@ def test_overload_skips_late_steps_and_keeps_the_grid():
     # every inference takes 300 ms, longer than a 250 ms grid step
     engine, sent = _timed_run(3.0, simulate_slow_ms=300)
     onsets = sorted({t for t, m in sent if m.type == "note_on"})
-    assert engine.lookahead.late_steps >= 3
+    assert engine.responder.lookahead.late_steps >= 3
     assert 3 <= len(onsets) <= 7  # about every other step
     for t in onsets:  # still on the grid, never drifted
         step = round((t - engine.clock.anchor_time) / STEP)
@@ -284,7 +297,7 @@ def test_a_fault_in_the_engine_stops_it_on_every_clock_silent_and_recorded(clock
 def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_continue():
     model = FakeModel()
     sent = []
-    engine = Engine(model, Sampler(0, None, 0), send=lambda m: sent.append((engine.step, m)),
+    engine = Engine(model, Sampler(0, None, 0), send=lambda m: sent.append((engine.scheduler.step, m)),
                     config=EngineConfig(clock="midi", response_bars=64, echo_ms=0, realtime=False))
     engine.start_worker()
     engine.prime(["C4"])
@@ -294,8 +307,8 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     def feed(kind, count=1, **fields):
         for _ in range(count):
             engine._handle(mido.Message(kind, **fields), now[0])
-            if engine.lookahead.job is not None:
-                engine.lookahead.job.done.wait(1)
+            if engine.responder.lookahead.job is not None:
+                engine.responder.lookahead.job.done.wait(1)
             engine.voices.run_timers(now[0])
             if kind == "clock":
                 now[0] += tick
@@ -321,7 +334,7 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     feed("continue")
     feed("clock", 13)  # ticks 96..108: steps 8 and 9; tick 96 comes right after Continue, so the
     assert played() == [1, 2, 3, 4, 5, 6, 9]  # model (like after Start) enters one step later
-    engine.worker.stop()
+    engine.responder.worker.stop()
 
 
 def test_mapped_control_changes_set_temperature_tempo_and_panic():
@@ -334,10 +347,10 @@ def test_mapped_control_changes_set_temperature_tempo_and_panic():
     sim.run(1)
     cc = lambda number, value: mido.Message("control_change", control=number, value=value)  # noqa: E731
     sim.engine._handle(cc(21, 127), 0.3)
-    assert sim.engine.temperature == pytest.approx(2.0)  # the setting at once...
-    assert sim.engine.sampler.temperature == 0.0  # ...the sampler (the inference thread's) from the next token
+    assert sim.engine.responder.temperature == pytest.approx(2.0)  # the setting at once...
+    assert sim.engine.responder.sampler.temperature == 0.0  # ...the sampler (the inference thread's) from the next token
     sim.run(3)
-    assert sim.engine.sampler.temperature == pytest.approx(2.0)
+    assert sim.engine.responder.sampler.temperature == pytest.approx(2.0)
     sim.engine._handle(cc(22, 0), 0.8)
     assert sim.engine.clock.bpm == pytest.approx(60)
     assert dict(sim.engine.snapshot().cc_map)["temperature"] == 21

@@ -92,11 +92,11 @@ def test_under_the_midi_clock_a_swung_off_beat_is_sent_its_swing_after_its_tick_
     try:
         engine._handle(mido.Message("start"), 0.0)
         for count in range(24 * 3):  # no engine loop: a due step is sent when the next boundary tick comes
-            if engine.lookahead.job is not None:
-                engine.lookahead.job.done.wait(2)
+            if engine.responder.lookahead.job is not None:
+                engine.responder.lookahead.job.done.wait(2)
             engine._handle(mido.Message("clock"), count * tick)
     finally:
-        engine.worker.stop()
+        engine.responder.worker.stop()
     assert [step for step, _ in sent] == list(range(5))  # step 5 waits for its time (no loop here)
     for step, when in sent:  # on-beats at their tick; off-beats 2/3 through the beat: 4 ticks after theirs
         assert when == pytest.approx(step * 12 * tick + (4 * tick if step % 2 else 0))
@@ -139,7 +139,7 @@ def test_played_swung_into_a_swung_engine_the_tokens_match_a_straight_performanc
     for swing in (50, pct):
         sim = Sim(model=grid_model(ONSETS), mode="continue", response_bars=1, wait_beats=2, swing=swing)
         sim.run(16, _performance(Swing(swing)))
-        runs[swing] = sim.engine.timeline.tokens()
+        runs[swing] = sim.engine.responder.timeline.tokens()
         sim.close()
     assert runs[50][:8] == ["C4", "D4", "E4", "F4", "hold", "G4", "C4", "hold"]
     assert runs[pct] == runs[50]
@@ -280,3 +280,13 @@ def test_generate_velocity_and_humanize(tiny_grid, tmp_path):
     assert main(["generate", "--model", str(tiny_grid), "--steps", "64", "--seed", "4", "--velocity", "70",
                  "--humanize", "--swing", "58", "-o", str(again)]) == 0
     assert _onset_ticks(again) == _onset_ticks(out)  # seeded
+
+
+def test_groove_places_a_note_on_its_step_by_the_one_beat_to_step_rule():
+    """A note a quarter step off the grid belongs to the step onset_step names (ties late), in the groove as
+    in the tokens: not the one banker's rounding would pick."""
+    swing = Swing(66)
+    groove = Groove(swing, Dynamics(80, Humanize(False, 0)), Humanize(False, 0))
+    for start in (0.25, 0.75, 1.25):  # exactly between two steps
+        [note] = groove.notes([NoteEvent(start, 0.5, 60)], 90)
+        assert note.start == pytest.approx(swing.step_beat(onset_step(start)))

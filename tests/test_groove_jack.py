@@ -132,13 +132,13 @@ def _perform(jack_server: str, tmp_path: Path, pct: float) -> dict | None:
             live.close()
             return None
         # the answer: one bar (8 steps) after 2 beats of silence; its tokens enter as its steps close
-        assert _wait(lambda: len(engine.timeline.tokens(part="model")) >= 8, 15), engine.timeline.tokens()
-        entries = [(entry.part, entry.token) for entry in list(engine.timeline.entries)]
+        assert _wait(lambda: len(engine.responder.timeline.tokens(part="model")) >= 8, 15), engine.responder.timeline.tokens()
+        entries = [(entry.part, entry.token) for entry in list(engine.responder.timeline.entries)]
         answer = [i for i, (part, _) in enumerate(entries) if part == "model"]
         tokens = [token for _, token in entries[: answer[7] + 1]]  # up to the answer's 8th token
-        stats = engine.stats()
         anchor = clock.anchor_time
         midi = live.close()
+        stats = engine.stats()  # once the engine thread has ended
         model_sent = [t for t, m in live.sent if m.type == "note_on" and m.velocity > 0 and m.channel == 0]
         return {"tokens": tokens, "player": _track_notes(midi, "player"), "model": _track_notes(midi, "model"),
                 "sent": model_sent, "heard": [t for t, m in listener.snapshot() if m.type == "note_on" and m.velocity],

@@ -57,17 +57,17 @@ def _drain_all(engine: Engine) -> None:
 def _check_state(engine: Engine, model: FakeModel) -> None:
     assert engine.conductor.state in STATES
     size = len(model.vocabulary)
-    for entry in engine.timeline.entries:
+    for entry in engine.responder.timeline.entries:
         assert 0 <= entry.index < size and model.vocabulary[entry.index] == entry.token
-    assert len(engine.timeline.window_indices()) <= model.window
-    for (channel, pitch), beat in engine.conductor.held.items():
+    assert len(engine.responder.timeline.window_indices()) <= model.window
+    for (channel, pitch), beat in engine.player.held.items():
         assert 0 <= channel <= 15 and 0 <= pitch <= 127 and beat == beat
     pending = engine.steps.onsets if engine.grid else engine.steps.pending
     for step, pitches in pending.items():
         assert all(0 <= p <= 127 for p in pitches)
     for channel, pitch in engine.voices.sounding:
         assert 0 <= channel <= 15 and 0 <= pitch <= 127
-    assert engine.played_steps + engine.lookahead.late_steps <= engine.step + 1
+    assert engine.responder.played_steps + engine.responder.lookahead.late_steps <= engine.scheduler.step + 1
 
 
 def _check_no_stuck_notes(sent: list[mido.Message], used_channels: set[int]) -> None:
@@ -146,8 +146,8 @@ def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps,
             engine.voices.run_timers(t)
             engine.close_steps(t)
             if clock == "internal":
-                if engine.lookahead.job is not None:
-                    engine.lookahead.job.done.wait(2)
+                if engine.responder.lookahead.job is not None:
+                    engine.responder.lookahead.job.done.wait(2)
                 engine.boundary(step, t)
             _check_state(engine, model)
         assert engine.intake.messages_in == len(messages)
@@ -155,7 +155,7 @@ def test_random_midi_never_breaks_the_engine_or_leaves_a_note_on(chunks, stamps,
         assert not engine.voices.sounding
         _check_no_stuck_notes(sent, engine.voices.used_channels)
     finally:
-        engine.worker.stop()
+        engine.responder.worker.stop()
 
 
 @pytest.mark.parametrize("clock", ["internal", "midi"])

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from lofi_live.cli import main
 from lofi_live.midi.files import midi_notes, write_midi, NoteEvent
-from lofi_live.recording.session import (
-    Event, Session, events_to_notes, format_event, format_header, parse_event, read_journal,
-)
+from lofi_live.recording.journal import Event, format_event, format_header, parse_event, read_journal
+from lofi_live.recording.notes import events_to_notes
+from lofi_live.recording.session import Session
 from lofi_live.errors import LofiError
 
 beats = st.floats(min_value=-1e6, max_value=1e9, allow_nan=False, allow_infinity=False)

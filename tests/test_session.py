@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from lofi_live.cli import main
 from lofi_live.errors import LofiError
 from lofi_live.midi.files import NoteEvent, first_tempo_bpm, midi_notes, read_midi
-from lofi_live.recording.session import Session, read_journal
+from lofi_live.recording.journal import read_journal
+from lofi_live.recording.session import Session
 
 
 def _track_names(path: Path) -> list[str]:

@@ -14,8 +14,8 @@ pytest.importorskip("tf2onnx")
 from lofi_live.errors import LofiError  # noqa: E402
 from midi_factory import random_song, write_onsets  # noqa: E402
 from training.cli import main as lofi_train  # noqa: E402
-from training.fit.loop import build_data, make_dataset  # noqa: E402
-from training.fit.stream import build_stream_data  # noqa: E402
+from training.fit.data import build_data, build_stream_data  # noqa: E402
+from training.fit.loop import make_dataset  # noqa: E402
 
 WINDOW = 8
 

@@ -14,7 +14,8 @@ import pytest
 from lofi_live.errors import LofiError
 from lofi_live.tokens.rules import onset_token
 from midi_factory import random_song, write_onsets
-from training.corpus.prepare import load_corpus, prepare, save_corpus
+from training.corpus.io import load_corpus, save_corpus
+from training.corpus.prepare import prepare
 
 pytest.importorskip("music21")
 

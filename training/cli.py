@@ -13,7 +13,7 @@ from lofi_live.cli import build_parser, dispatch
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("training.corpus.prepare", "tokenize every MIDI file below a folder into a corpus file"),
-    "merge": ("training.corpus.cluster", "join the shards of a prepare --shard-files folder into one corpus file"),
+    "merge": ("training.corpus.merge", "join the shards of a prepare --shard-files folder into one corpus file"),
     "fit": ("training.fit.loop", "train a Keras LSTM on a corpus, with checkpoints and curves"),
     "export": ("training.export", "export a trained run to ONNX with its vocabulary and metadata"),
     "sweep": ("training.sweep", "generate a continuation from every checkpoint of a run"),

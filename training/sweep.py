@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lofi_live.errors import LofiError
-from lofi_live.commands.generate import longest_run, write_tokens_midi
+from lofi_live.midi.files import write_midi
+from lofi_live.tokens.notes import longest_run, tokens_to_notes
 from lofi_live.model.format import encode_inputs
 from training.runs import checkpoints, load_model, load_run
 from training.presets import last_position
@@ -75,7 +76,8 @@ def sweep(run_dir: Path, steps: int, bpm: float, progress: bool = False) -> Path
         generate = _continue_with_bar if progress else continue_argmax
         indices = generate(model, seed_windows[0], steps, run["input_encoding"], len(vocabulary))
         tokens = [vocabulary[i] for i in indices]
-        write_tokens_midi(out_dir / f"{checkpoint.stem}.mid", tokens, bpm, kind=run.get("tokens", "seed"))
+        notes = tokens_to_notes(tokens, run.get("tokens", "seed"))
+        write_midi(out_dir / f"{checkpoint.stem}.mid", [("lofi-live", notes)], bpm=bpm)
         rows.append({"checkpoint": checkpoint.name, "tokens": " ".join(tokens),
                      "distinct_tokens": len(set(tokens)), "longest_repeat": longest_run(tokens)})
         print(f"[{number}/{len(found)}] {checkpoint.name}: {len(set(tokens))} distinct tokens, "

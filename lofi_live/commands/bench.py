@@ -1,7 +1,7 @@
 """``lofi-live bench``: per-step decision latency, offline generation time, live memory and start-up.
 
 For the default model (``--model``) and, when found, a model exported with the ``seed`` preset
-(``--seed-model``, default ``exported_models/seed``), it measures in one run:
+(``--seed-model``, default the shipped ``exported_models/lofi-seed``), it measures in one run:
 
 * ``keras_window``: the seed's approach, ``model.predict(window, verbose=0)`` on the Keras checkpoint
   the export came from (``training.run``/``training.checkpoint`` in the model JSON). TensorFlow is
@@ -50,12 +50,14 @@ WARMUP = 20
 #: Tempo of the live start-up run: fast, so that a first note sent before the port was connected costs at
 #: most one short grid step (0.1 s) in ``first_note_s``, which is therefore an upper bound.
 LIVE_BPM = 300
+#: The shipped model of the seed article's tokens, measured beside the default one.
+SEED_MODEL = "lofi-seed"
 TARGETS = {"onnx_step_p99_ms": 1.0, "generate_500_s": 0.5, "keras_over_onnx_step": 100.0, "rss_mb": 300.0, "first_note_s": 2.0}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
-    parser.add_argument("--seed-model", help="a model exported with the seed preset (default: exported_models/seed when present)")
+    parser.add_argument("--seed-model", help=f"a model exported with the seed preset (default: the shipped {SEED_MODEL})")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"timed decisions per measurement (default {DEFAULT_STEPS})")
     parser.add_argument("--keras-calls", type=int, default=KERAS_CALLS, help=f"timed Keras predict calls (default {KERAS_CALLS}; each takes ~0.1 s)")
     parser.add_argument("--keras-checkpoint", metavar="FILE", help="the .keras checkpoint the default model was exported from (default: from its JSON)")
@@ -393,12 +395,12 @@ def targets(result: dict) -> dict:
 
 
 def _seed_model_path(arg: str | None) -> Path | None:
-    """``--seed-model``, else a shipped model named ``seed`` (the seed article's preset) when there is one."""
+    """``--seed-model``, else the shipped :data:`SEED_MODEL` (the seed article's preset) when it is there."""
     from lofi_live.model.loader import resolve_model_path, shipped_models_dir
 
     if arg:
         return resolve_model_path(arg)
-    default = shipped_models_dir() / "seed.json"
+    default = shipped_models_dir() / f"{SEED_MODEL}.json"
     return default if default.is_file() else None
 
 
@@ -417,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         result["seed_preset"] = seed
         notes += [f"seed preset: {note}" for note in seed_notes]
     else:
-        notes.append("no seed-preset model (exported_models/seed or --seed-model): seed_preset not measured")
+        notes.append(f"no seed-preset model (exported_models/{SEED_MODEL} or --seed-model): seed_preset not measured")
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
     result["notes"] = notes
     if args.json:

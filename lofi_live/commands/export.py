@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from lofi_live.errors import LofiError
-from lofi_live.recording.session import SessionData, events_to_notes, marker_text, outages, read_journal, tempo_map, write_session_midi
+from lofi_live.recording.journal import SessionData, read_journal
+from lofi_live.recording.notes import events_to_notes, marker_text, outages, tempo_map, write_session_midi
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -18,11 +18,14 @@ import threading
 import time
 from pathlib import Path
 
+import mido
+
 from lofi_live.live.conductor import MODES
 from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, swing_fraction
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
 from lofi_live.midi.ports import DEFAULT_NAME, add_backend_argument
+from lofi_live.tokens.rules import check_bpm
 
 log = logging.getLogger("lofi_live")
 
@@ -65,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the k most likely tokens (default {DEFAULT_TOP_K}; 0 = all)")
     model.add_argument("--seed", type=int, default=None, help="random seed for reproducible runs")
     model.add_argument("--key", default=None, help="lock to a key: C, F#, Bb..., or auto (detected from what is played)")
-    model.add_argument("--scale", default="minor", help="scale for --key (major, minor, dorian, ...; default minor)")
+    model.add_argument("--scale", default=None, help="scale for --key (major, minor, dorian, ...; default minor; "
+                       "with --key auto, the detected major or minor)")
     model.add_argument("--seed-midi", default=None, metavar="FILE", help="prime the window from a MIDI file, tokenized as the model's tokens say (grid or seed); "
                        "the model starts at once")
     model.add_argument("--simulate-slow-model", type=_non_negative, default=0.0, metavar="MS", help="add MS milliseconds to every inference (overload testing)")
@@ -107,6 +111,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--offset-ms", type=float, default=0.0, help="shift the model's output by MS milliseconds (latency compensation; may be negative)")
     timing.add_argument("--max-note-beats", type=_positive, default=8.0, help="longest note the engine plays (model, metronome), in beats, before a note-off is "
                         "forced (default 8); a played note passed --thru lasts as long as it is held")
+    timing.add_argument("--lost-key-bars", type=_positive, default=8.0, metavar="BARS",
+                        help="a key held this many bars while no input at all arrives is taken as lost (its note-off "
+                        "never came): said once and released, so the model answers again (default 8)")
     timing.add_argument("--duration", type=_positive, default=None, metavar="SECONDS", help="stop after SECONDS (scripts)")
 
     out = parser.add_argument_group("recording and display")
@@ -127,8 +134,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if not 20 <= args.bpm <= 400:
-        raise LofiError(f"--bpm {args.bpm:g}: tempo must be in 20..400")
+    try:
+        check_bpm(args.bpm)
+    except ValueError as error:
+        raise LofiError(f"--bpm: {error}") from None
     if args.top_k is not None and args.top_k < 0:
         raise LofiError("--top-k must be 0 (all) or more")
     grid_ms = 60000.0 / args.bpm * 0.5
@@ -148,8 +157,6 @@ def _check(args: argparse.Namespace) -> None:
         from lofi_live.live.web import check
 
         check(args.web)  # before loading anything: the extra, the address
-    if args.in_channel is not None and args.thru and args.out_channel == args.in_channel:
-        pass  # allowed: passthrough on the same channel as the model
 
 
 class _Logging(logging.Handler):
@@ -249,6 +256,7 @@ def _apply_run_defaults(args: argparse.Namespace, run_defaults: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lofi_live.live.engine import Engine, EngineConfig
+    from lofi_live.live.realtime import MAIN_PRIORITY, set_realtime
     from lofi_live.commands.generate import make_sampler
     from lofi_live.model.loader import Model
     from lofi_live.midi.live_ports import MidiPorts
@@ -263,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = [Model.load(path, provider=args.provider) for path in args.model]
     model = models[0]
-    realtime = _realtime_priority()  # after the model: ONNX Runtime's thread pool stays normal
+    realtime = set_realtime(MAIN_PRIORITY)  # after the model: ONNX Runtime's thread pool stays normal
     sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, DEFAULT_MAX_REPEAT, args.legato)
     seed_tokens: list[str] = []
     if args.seed_midi:
@@ -277,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         response_bars=args.response_bars, gate=args.gate, velocity=args.velocity,
         out_channel=args.out_channel - 1, in_channel=None if args.in_channel is None else args.in_channel - 1,
         thru=args.thru, offset_ms=args.offset_ms, metronome=None if args.metronome is None else args.metronome - 1,
-        max_note_beats=args.max_note_beats, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
+        max_note_beats=args.max_note_beats, lost_key_bars=args.lost_key_bars, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
         swing=args.swing, humanize=args.humanize, seed=args.seed,
     )
     key = args.key
@@ -339,9 +347,7 @@ def run(args: argparse.Namespace) -> int:
                 surface = open_surface(args.web, engine, getattr(controls, "ranges", None), len(models), args.record)
         _play(engine, session, args, stop)
     finally:
-        engine.stop()
-        if not engine.join(5):
-            engine.panic()  # the engine thread is stuck: silence everything from here
+        ended = _stop_engine(engine, ports.send)
         if surface is not None:
             surface.stop()
         for sig, handler in previous.items():
@@ -350,44 +356,45 @@ def run(args: argparse.Namespace) -> int:
         written = None
         if session is not None:
             written = session.close(end_beat=_end_beat(engine))
-    stats = engine.stats()
-    if not args.quiet:
+    if not args.quiet and ended:
+        stats = engine.stats()
         print(f"lofi-live: stopped after {stats['steps']} steps ({stats['played_steps']} played, "
               f"{stats['late_steps']} late); inference median {stats['latency_median_ms']:.2f} ms, "
               f"p99 {stats['latency_p99_ms']:.2f} ms; emission error median {stats['emission_median_ms']:.3f} ms, "
               f"p99 {stats['emission_p99_ms']:.3f} ms; {stats['messages_in']} MIDI messages in"
               + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else "")
               + (f", {ports.faults} messages lost while the output port was gone" if ports.faults else ""), flush=True)
-        if written is not None:
-            print(f"lofi-live: wrote {written}", flush=True)
+    if not args.quiet and written is not None:
+        print(f"lofi-live: wrote {written}", flush=True)
     if engine.error is not None:
         print(f"lofi-live: error: the engine stopped: {type(engine.error).__name__}: {engine.error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _realtime_priority() -> bool:
-    """Run this thread, and the threads it starts from now on (MIDI, engine, inference), at a low
-    real-time priority when the system allows it (Linux with rtprio rights), like audio software
-    does: a busy machine then never preempts the thread that holds Python's GIL near a grid
-    boundary. ``LOFI_LIVE_NO_REALTIME=1`` turns it off. The engine thread goes a little higher."""
-    import os
+#: How long the main thread waits for the engine thread to end (it sends every note-off first).
+STOP_SECONDS = 5.0
 
-    if os.environ.get("LOFI_LIVE_NO_REALTIME") or not hasattr(os, "sched_setscheduler"):
-        return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
+
+def _stop_engine(engine, send, seconds: float = STOP_SECONDS) -> bool:
+    """Stop the engine; True once its thread has ended (it silenced every note itself).
+
+    A thread that did not end in time still owns its state (the notes it sounds, its figures), so
+    this thread never reaches into it: All Notes Off goes straight to the output port on all 16
+    channels, and there are no figures to print."""
+    engine.stop()
+    if engine.join(seconds):
         return True
-    except (OSError, PermissionError):
-        return False
+    log.warning("the engine did not stop within %g s: All Notes Off sent on every channel", seconds)
+    for channel in range(16):
+        send(mido.Message("control_change", channel=channel, control=123, value=0))
+    return False
 
 
 class _normal_priority:
     """Run a block (and the threads it starts) at normal priority, then restore this thread's."""
 
     def __enter__(self):
-        import os
-
         self.saved = None
         try:
             policy = os.sched_getscheduler(0)
@@ -399,8 +406,6 @@ class _normal_priority:
         return self
 
     def __exit__(self, *exc):
-        import os
-
         if self.saved is not None:
             try:
                 os.sched_setscheduler(0, self.saved[0], self.saved[1])

@@ -31,7 +31,7 @@ Replays and panic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from lofi_live.timing.clock import step_beat
 from lofi_live.tokens.rules import GRID_BEATS
@@ -64,9 +64,11 @@ class Replay:
 
 
 class Conductor:
-    """The state of the modes. ``config`` is the engine's (``response_bars`` may change while playing)."""
+    """The state of the modes. ``config`` is the engine's (``response_bars`` may change while playing);
+    ``held``: the player's keys down, owned by :class:`lofi_live.live.player.PlayerState` (read here,
+    never changed). Engine thread only."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, held: Mapping[tuple[int, int], float] | None = None):
         if config.mode not in MODES:
             raise ValueError(f"unknown mode {config.mode!r}")
         self.config = config
@@ -74,7 +76,7 @@ class Conductor:
         self.state = "idle"
         self.response_end = -1
         self.player_last_beat: float | None = None
-        self.held: dict[tuple[int, int], float] = {}  # the player's keys down -> the beat pressed
+        self.held: Mapping[tuple[int, int], float] = {} if held is None else held
         self.seeded = False
         self.last_response: Response | None = None
         self.response_open = False  # the next model token continues self.last_response
@@ -93,10 +95,9 @@ class Conductor:
 
     # -- the player ---------------------------------------------------------------------------
 
-    def player_on(self, key: tuple[int, int], beat: float) -> bool:
-        """A played note-on; True when the token computed for the model must be dropped (continue
-        mode: the player came back). A loop, or a mutate in accompany mode, plays on."""
-        self.held[key] = beat
+    def player_on(self, beat: float) -> bool:
+        """A played note-on (its key is held already); True when the token computed for the model must
+        be dropped (continue mode: the player came back). A loop, or a mutate in accompany mode, plays on."""
         self.player_last_beat = beat
         self.hushed = False
         if self.replay is not None and (self.replay.kind == "loop" or self.mode == "accompany"):
@@ -111,16 +112,12 @@ class Conductor:
             self.state = "listening"
         return False
 
-    def player_off(self, key: tuple[int, int], beat: float) -> bool:
-        """A played note-off; False when that key was not down."""
-        if self.held.pop(key, None) is None:
-            return False
+    def player_off(self, beat: float) -> None:
+        """A key of the player ended (its key is no longer held)."""
         self.player_last_beat = max(beat, self.player_last_beat or beat)
-        return True
 
     def reset_player(self) -> None:
         """MIDI Start: beats count from 0 again."""
-        self.held.clear()
         self.player_last_beat = None
 
     def phrase_end_beats(self, bpm: float) -> float:
@@ -202,10 +199,9 @@ class Conductor:
             self.response_end = next_step + self.response_steps()
 
     def panic(self) -> None:
-        """Silence: the model waits for the player; a key left down (a lost note-off) counts as up."""
+        """Silence: the model waits for the player (whose keys were released first)."""
         self.replay, self.response_open, self.hushed = None, False, True
         self.state, self.response_end, self.player_last_beat = "idle", -1, None
-        self.held.clear()
 
     def mutate(self, next_step: int) -> Replay | None:
         """A new response from the last one's context, from ``next_step`` on; None when there is none."""

@@ -46,6 +46,7 @@ import mido
 from lofi_live.live.conductor import MODES
 from lofi_live.errors import LofiError
 from lofi_live.model.loader import PROVIDERS
+from lofi_live.tokens.rules import MAX_BPM, MIN_BPM
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,7 +64,7 @@ STATE_VALUES = {"idle": 0, "listening": 64, "responding": 127}
 #: Default and widest ranges of the continuous actions.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16),
                                                   "swing": (50.0, 75.0)}
-LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (20.0, 400.0), "response_bars": (1, 64),
+LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (MIN_BPM, MAX_BPM), "response_bars": (1, 64),
                                           "swing": (50.0, 75.0)}
 #: ``[run]`` keys: defaults of ``lofi-live run`` options (option name without ``--``, dashes as
 #: underscores) -> accepted Python types, plus a check.
@@ -106,7 +107,7 @@ RUN_KEYS.update({
     "thru": ((bool,), None),
     "metronome": ((bool, int), _metronome),
     "echo_ms": ((int, float), _range(0, 1000)),
-    "bpm": ((int, float), _range(20, 400)),
+    "bpm": ((int, float), _range(MIN_BPM, MAX_BPM)),
     "clock": ((str,), _one_of("internal", "midi")),
     "mode": ((str,), _one_of(*MODES)),
     "wait_beats": ((int, float), _range(0.5, 64)),
@@ -118,6 +119,7 @@ RUN_KEYS.update({
     "humanize": ((bool,), None),
     "offset_ms": ((int, float), _range(-1000, 1000)),
     "max_note_beats": ((int, float), _range(0.5, 256)),
+    "lost_key_bars": ((int, float), _range(0.25, 1024)),
     "quiet": ((bool,), None),
 })
 CC_KEYS = ACTIONS + ("state_cc", "channel")
@@ -159,9 +161,7 @@ class Config:
 def default_config_path() -> Path:
     """``$XDG_CONFIG_HOME/lofi-live/config.toml``, i.e. ``~/.config/lofi-live/config.toml`` by default
     (on Windows without ``XDG_CONFIG_HOME``: ``%APPDATA%\\lofi-live\\config.toml``)."""
-    base = os.environ.get("XDG_CONFIG_HOME")
-    if not base and os.name == "nt" and os.environ.get("APPDATA"):
-        base = os.environ["APPDATA"]
+    base = os.environ.get("XDG_CONFIG_HOME") or (os.environ.get("APPDATA") if os.name == "nt" else None)
     return Path(base or Path.home() / ".config") / "lofi-live" / "config.toml"
 
 
@@ -209,12 +209,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     if file.is_dir():
         raise LofiError(f"{file}: is a folder, not a config file")
     try:
-        raw = file.read_bytes()
+        text = file.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
     except OSError as error:
         raise LofiError(f"{file}: cannot be read ({error.strerror or error})") from None
-    try:
-        text = raw.decode("utf-8")
-        data = tomllib.loads(text)
     except UnicodeDecodeError:
         raise LofiError(f"{file}: not a TOML config file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as error:
@@ -253,8 +251,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None, text: str = 
             raise LofiError(f"{_where(path, text, 'cc', key)} is not a known action (known: {', '.join(CC_KEYS)})")
         low, high = (1, 16) if key == "channel" else (0, 127)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            what = "a MIDI channel 1..16" if key == "channel" else "a CC number 0..127"
-            raise LofiError(f"{_where(path, text, 'cc', key)} must be {what}, not {value!r}")
+            raise LofiError(f"{_where(path, text, 'cc', key)} must be "
+                            f"{'a MIDI channel 1..16' if key == 'channel' else 'a CC number 0..127'}, not {value!r}")
         if key == "channel":
             config.channel = value
             continue
@@ -393,10 +391,8 @@ def learn(receive: Callable[[float], mido.Message | None], actions: list[str], a
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (bool, int)):
+        return str(value).lower()
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"cannot write {value!r} to TOML")
@@ -428,9 +424,7 @@ def save_config(path: str | os.PathLike, cc: Mapping[str, int] | None = None, ru
     merged_cc = {k: v for k, v in merged_cc.items() if k in (cc or {}) or v not in changed_numbers}
     merged_ranges = {k: v for k, v in existing.ranges.items() if DEFAULT_RANGES.get(k) != tuple(v)}
     merged_ranges.update(ranges or {})
-    document: dict[str, dict[str, Any]] = {}
-    if merged_run:
-        document["run"] = merged_run
+    document: dict[str, dict[str, Any]] = {"run": merged_run} if merged_run else {}
     cc_table: dict[str, Any] = {}
     if channel is not None or existing.channel is not None:
         cc_table["channel"] = channel if channel is not None else existing.channel
@@ -441,8 +435,7 @@ def save_config(path: str | os.PathLike, cc: Mapping[str, int] | None = None, ru
         document["ranges"] = {k: list(v) for k, v in merged_ranges.items()}
     lines = ["# lofi-live config (docs/CONFIG.md); written by lofi-live"]
     for table, content in document.items():
-        lines.append("")
-        lines.append(f"[{table}]")
+        lines += ["", f"[{table}]"]
         lines.extend(f"{_toml_key(key)} = {_toml_value(value)}" for key, value in content.items())
     text = "\n".join(lines) + "\n"
     parse_config(tomllib.loads(text), target, text)

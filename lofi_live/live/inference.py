@@ -34,6 +34,15 @@ import numpy as np
 from lofi_live.model import sampling
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile by the nearest rank (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
 class Job:
     """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
 
@@ -202,11 +211,12 @@ class LookAhead:
 class KeyLock:
     """``--key``/``--scale`` and the key_lock control: which tokens the sampler may choose.
 
-    ``auto`` detects the key (Krumhansl-Schmuckler) from the last 64 tokens of the timeline when the
-    model is about to play and at least 8 tokens came since the last detection.
+    The lock itself is :func:`lofi_live.model.sampling.key_lock`, the rule ``generate`` uses too. ``auto``
+    listens: the key is detected again from the last 64 tokens of the timeline when the model is about to
+    play and at least 8 tokens came since the last detection.
     """
 
-    def __init__(self, vocabulary: Sequence[str], key: str | None, scale: str):
+    def __init__(self, vocabulary: Sequence[str], key: str | None, scale: str | None):
         self.vocabulary = list(vocabulary)
         self.setting, self.scale = key, scale
         self.enabled = key is not None
@@ -218,10 +228,10 @@ class KeyLock:
     def _fix(self) -> None:
         if self.setting is None or self.setting == "auto":
             return
-        pc = sampling.parse_key(self.setting)
-        self.scale = sampling.parse_scale(self.scale)
-        self.allowed = sampling.ScaleLock(self.vocabulary, pc, self.scale).mask
-        self.name = sampling.key_name(pc, self.scale)
+        self._take(sampling.key_lock(self.vocabulary, self.setting, self.scale))
+
+    def _take(self, lock: sampling.ScaleLock) -> None:
+        self.allowed, self.name = lock.mask, sampling.key_name(lock.key_pc, lock.scale)
 
     def toggle(self, value: Any) -> None:
         """key_lock: on/off (None flips); on without ``--key`` means ``auto``."""
@@ -244,11 +254,7 @@ class KeyLock:
             self._checked = timeline.count
             tokens = timeline.tokens()
             if tokens:
-                pc, scale = sampling.detect_key(tokens[-64:])
-                name = sampling.key_name(pc, scale)
-                if name != self.name:
-                    self.allowed = sampling.ScaleLock(self.vocabulary, pc, scale).mask
-                    self.name = name
+                self._take(sampling.key_lock(self.vocabulary, "auto", self.scale, tokens[-64:]))
         return self.allowed
 
     @property

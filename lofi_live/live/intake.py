@@ -3,7 +3,9 @@
 The input thread (rtmidi's) only calls :meth:`Intake.on_message`, which stamps the message with
 ``time.perf_counter()`` and queues it: nothing else. The engine thread takes messages off the queue
 (:meth:`Intake.receive`) and decodes each one (:meth:`Intake.decode`) into a :class:`Note`, a
-:class:`Control` (the mapped actions of a control change) or a :class:`Transport` message, or nothing.
+:class:`Control` (the mapped actions of a control change), an :class:`AllOff` (All Notes Off or All
+Sound Off: the keys of a channel are up) or a :class:`Transport` message, or nothing. Another thread
+may queue a :class:`Control` itself (:meth:`Intake.put`): it is applied in order with the input.
 
 Only decoding may treat a message as bad input: a field that is missing or out of range makes it
 "malformed", logged once and ignored. What the engine then does with a decoded message is its own
@@ -88,7 +90,24 @@ class FeedbackGuard:
         self.sent: deque[tuple[float, bool, int, int, int]] = deque()  # (time, on, channel, pitch, velocity)
         self.recent: deque[tuple[float, tuple[bool, int, int, int]]] = deque(maxlen=64)  # echoes just recognised
         self.looped: set[tuple[int, int]] = set()  # (channel, pitch) whose note-on came back: its note-off will
+        self.controls: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, channel, control) sent
         self.ignored = 0
+
+    def control_sent(self, now: float, channel: int, control: int) -> None:
+        """The engine sent All Notes Off (``control`` 123) on ``channel`` at ``now``."""
+        self.controls.append((now, channel, control))
+
+    def is_control_echo(self, now: float, channel: int, control: int) -> bool:
+        """Whether an All Notes Off / All Sound Off that arrived at ``now`` is the engine's own coming back
+        (it must not release the player's keys)."""
+        if self.window <= 0:
+            return False
+        for sent in list(self.controls):
+            if now - self.window <= sent[0] <= now + 0.001 and sent[1:] == (channel, control):
+                self.controls.remove(sent)
+                self.ignored += 1
+                return True
+        return False
 
     def note_sent(self, now: float, is_on: bool, channel: int, pitch: int, velocity: int) -> None:
         """The engine sent this note message at ``now``."""
@@ -144,6 +163,16 @@ class Control:
 
 
 @dataclass(frozen=True)
+class AllOff:
+    """All Notes Off (CC 123) or All Sound Off (CC 120) on the input: every key of ``channel`` is up.
+
+    A DAW sends them on Stop or panic; they are what releases a key whose note-off was lost."""
+
+    stamp: float
+    channel: int
+
+
+@dataclass(frozen=True)
 class Transport:
     """A MIDI clock or transport message: ``kind`` is clock, start, stop, continue or songpos."""
 
@@ -172,6 +201,10 @@ class Intake:
         """The input port's callback (MIDI input thread): stamp and queue, nothing else."""
         self.queue.put((time.perf_counter(), message))
 
+    def put(self, item: Any) -> None:
+        """Queue an already decoded item (a :class:`Control`, a port event) from any thread."""
+        self.queue.put((time.perf_counter(), item))
+
     def receive(self, deadline: float) -> Iterator[tuple[float, Any]]:
         """``(stamp, message)`` of queued input until ``deadline`` (sleeping on the queue when empty)."""
         get = self.queue.get
@@ -189,7 +222,7 @@ class Intake:
             if handled % 1000 == 0 and self.queue.qsize() > FLOOD_BACKLOG:
                 self.odd("flood", f"input flood: {self.queue.qsize()} messages waiting; the grid keeps time")
 
-    def decode(self, message: Any, stamp: float) -> Note | Control | Transport | None:
+    def decode(self, message: Any, stamp: float) -> Note | Control | AllOff | Transport | None:
         """What ``message`` means to the engine, or None when it is ignored (each kind logged once)."""
         if isinstance(message, Control):  # Engine.control: actions from elsewhere (the web surface), as a CC's
             for action in message.actions:  # the mapping's toggles flip from the state the engine now has
@@ -239,10 +272,14 @@ class Intake:
             return None
         return Transport(stamp, kind, pos)
 
-    def _control(self, message: Any, control: int, value: int, stamp: float) -> Control | None:
-        if control in (120, 123) and value == 0:
-            self.odd("cc_all_off", "All Notes Off received on the input: ignored")
-            return None
+    def _control(self, message: Any, control: int, value: int, stamp: float) -> Control | AllOff | None:
+        if control in (120, 123):
+            if self.guard.is_control_echo(stamp, message.channel, control):
+                self.odd("echo", "the engine's own notes come back on its input (output looped to input): ignoring them")
+                return None
+            if self.in_channel is not None and message.channel != self.in_channel:
+                return None
+            return AllOff(stamp, message.channel)
         if self.controls is None:
             self.odd("cc", "control change received (no mapping): ignored")
             return None

@@ -55,7 +55,7 @@ def close_beat(step: int) -> float:
 class OnsetSteps:
     """Seed tokens: played note-ons grouped by grid step; a step with onsets gives one onset token.
 
-    Beats are the ones notes sounded at; ``swing`` un-swings them onto the straight grid.
+    Beats are the ones notes sounded at; ``swing`` un-swings them onto the straight grid. Engine thread only.
     """
 
     def __init__(self, swing: Swing | None = None) -> None:
@@ -70,13 +70,14 @@ class OnsetSteps:
     def note_off(self, key: tuple[int, int], beat: float) -> None:
         """Onsets only: a release makes no token."""
 
-    def close_due(self, beat: float) -> list[tuple[int, str]]:
-        """``(step, token)`` of every step closed by ``beat``, in step order."""
+    def close_due(self, beat: float) -> list[tuple[int, str, str]]:
+        """``(step, "player", token)`` of every step closed by ``beat``, in step order (the model's
+        seed tokens enter the timeline when sent, not here)."""
         if not self.pending:
             return []
         beat = self.swing.straight(beat)
         done = sorted(step for step in self.pending if close_beat(step) <= beat)
-        return [(step, token_rules.onset_token(self.pending.pop(step))) for step in done]
+        return [(step, "player", token_rules.onset_token(self.pending.pop(step))) for step in done]
 
     def clear(self) -> None:
         self.pending.clear()
@@ -86,8 +87,9 @@ class GridSteps:
     """Grid tokens: every note that sounds (keyed ``(part, channel, pitch)``) -> one token per step.
 
     The player's notes come from the input, the model's from what the engine strikes and releases;
-    :meth:`close_due` gives every step from the first onset on, one after the other. Beats are the
-    ones notes sounded at; ``swing`` un-swings them onto the straight grid.
+    :meth:`close_due` gives every step from the first onset on, one after the other, with who played
+    it: ``model`` for the steps the model played (:meth:`model_played`), else ``player``. Beats are the
+    ones notes sounded at; ``swing`` un-swings them onto the straight grid. Engine thread only.
     """
 
     def __init__(self, swing: Swing | None = None) -> None:
@@ -96,6 +98,7 @@ class GridSteps:
         self.sounding: dict[tuple, int] = {}  # key -> onset step of the note
         self.ended: list[tuple[int, float]] = []  # (onset step, end beat) of released notes
         self.next_step: int | None = None  # the next step to close; None until something sounded
+        self.model_steps: set[int] = set()  # steps the model played, not yet closed
 
     def note_on(self, key: tuple, beat: float) -> int:
         step = onset_step(self.swing.straight(beat))
@@ -107,8 +110,10 @@ class GridSteps:
             self.next_step = step
         return step
 
-    def begin(self, step: int) -> None:
-        """Close steps from ``step`` on even if nothing sounds (the model played a hold or a rest)."""
+    def model_played(self, step: int) -> None:
+        """The model played step ``step`` (its notes are told with :meth:`note_on`): the step is the
+        model's, and steps close from it on even if nothing sounds (a hold or a rest)."""
+        self.model_steps.add(step)
         if self.next_step is None:
             self.next_step = step
 
@@ -117,8 +122,8 @@ class GridSteps:
         if step is not None:
             self.ended.append((step, self.swing.straight(beat)))
 
-    def close_due(self, beat: float) -> list[tuple[int, str]]:
-        """``(step, token)`` of every step closed by ``beat``, in step order."""
+    def close_due(self, beat: float) -> list[tuple[int, str, str]]:
+        """``(step, part, token)`` of every step closed by ``beat``, in step order."""
         found = []
         beat = self.swing.straight(beat)
         while self.next_step is not None and close_beat(self.next_step) <= beat:
@@ -127,7 +132,9 @@ class GridSteps:
             sounding = any(began < step for began in self.sounding.values()) or any(
                 began < step and end > probe for began, end in self.ended
             )
-            found.append((step, step_token(self.onsets.pop(step, ()), sounding)))
+            part = "model" if step in self.model_steps else "player"
+            self.model_steps.discard(step)
+            found.append((step, part, step_token(self.onsets.pop(step, ()), sounding)))
             self.ended = [(began, end) for began, end in self.ended if end > probe]
             self.next_step = step + 1
         return found
@@ -137,6 +144,7 @@ class GridSteps:
         self.onsets.clear()
         self.sounding.clear()
         self.ended.clear()
+        self.model_steps.clear()
         self.next_step = None
 
 
@@ -151,7 +159,8 @@ class Entry:
 class Timeline:
     """The shared, append-only list of player and model tokens; the model sees the last ``window``.
 
-    ``max_rests`` (grid models): a rest after that many rests in a row is not appended.
+    ``max_rests`` (grid models): a rest after that many rests in a row is not appended. Owned by the
+    responder (engine thread); the inference thread gets copies of the window in its jobs.
     """
 
     def __init__(self, window: int = 32, keep: int = 512, max_rests: int | None = None):

@@ -172,7 +172,22 @@ class Voices:
 
     def all_notes_off(self) -> None:
         for channel in sorted(self.used_channels):
+            self.guard.control_sent(time.perf_counter(), channel, 123)  # its echo must not release the player's keys
             self.send(mido.Message("control_change", channel=channel, control=123, value=0))
+
+    def hush(self, beat: float) -> set[tuple[int, int]]:
+        """The output went away: every sounding note ends at ``beat`` (in the recording) and All Notes
+        Off goes wherever it still can; the ``(channel, pitch)`` that sounded (their note-offs are owed)."""
+        sounded = set(self.sounding)
+        self.release(None, beat)
+        self.all_notes_off()
+        return sounded
+
+    def pay(self, owed: list[tuple[int, int]]) -> None:
+        """The output is back: the note-offs it missed, then All Notes Off on every channel used."""
+        for channel, pitch in owed:
+            self.send(mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+        self.all_notes_off()
 
     def panic(self) -> None:
         """Note-off for everything sounding, then All Notes Off (CC 123) on every channel used."""

@@ -17,6 +17,7 @@ import mido
 
 from lofi_live.errors import LofiError
 from lofi_live.files import checked_file
+from lofi_live.midi.pairing import Paired, Pairing
 
 #: Ticks per beat of written files: divisible by 2, 3, 4, 8 and 12 so grid steps are exact.
 TICKS_PER_BEAT = 480
@@ -116,28 +117,34 @@ def read_midi(path: str | os.PathLike) -> mido.MidiFile:
     return midi
 
 
-def midi_notes(midi: mido.MidiFile) -> list[tuple[str, NoteEvent]]:
-    """All notes of a file as ``(track name, NoteEvent)`` timed in beats, in start order.
+def track_notes(track: mido.MidiTrack, ticks_per_beat: int, restrike: str = "replace",
+                skip_channel: int | None = None) -> list[NoteEvent]:
+    """The notes of one track timed in beats, paired by :class:`lofi_live.midi.pairing.Pairing` (a file's
+    re-strike rule is ``replace``); a note never released ends at the end of its track. ``skip_channel``:
+    a channel left out (the drums, for grid tokens)."""
+    pairing = Pairing(restrike)
+    paired: list[Paired] = []
+    tick = 0
+    for message in track:
+        tick += message.time
+        if message.type not in ("note_on", "note_off") or message.channel == skip_channel:
+            continue
+        key = (message.channel, message.note)
+        if message.type == "note_on" and message.velocity > 0:
+            paired += pairing.on(key, tick, message.velocity)
+        else:
+            paired += pairing.off(key, tick)
+    paired += pairing.close(tick)
+    return [NoteEvent(p.start / ticks_per_beat, (p.end - p.start) / ticks_per_beat, p.key[1], p.data, p.key[0])
+            for p in paired]
 
-    A note-on with velocity 0 is a note-off; a note never released ends at the end of its track.
-    """
+
+def midi_notes(midi: mido.MidiFile) -> list[tuple[str, NoteEvent]]:
+    """All notes of a file as ``(track name, NoteEvent)`` timed in beats, in start order (:func:`track_notes`)."""
     found: list[tuple[str, NoteEvent]] = []
     for index, track in enumerate(midi.tracks):
         name = next((m.name for m in track if m.type == "track_name"), f"track {index}")
-        sounding: dict[tuple[int, int], tuple[float, int]] = {}
-        tick = 0
-        for message in track:
-            tick += message.time
-            beat = tick / midi.ticks_per_beat
-            if message.type == "note_on" and message.velocity > 0:
-                sounding.setdefault((message.channel, message.note), (beat, message.velocity))
-            elif message.type in ("note_off", "note_on"):
-                started = sounding.pop((message.channel, message.note), None)
-                if started:
-                    found.append((name, NoteEvent(started[0], beat - started[0], message.note, started[1], message.channel)))
-        end = tick / midi.ticks_per_beat
-        for (channel, pitch), (start, velocity) in sounding.items():
-            found.append((name, NoteEvent(start, max(end - start, 0.0), pitch, velocity, channel)))
+        found += [(name, note) for note in track_notes(track, midi.ticks_per_beat)]
     found.sort(key=lambda item: item[1])
     return found
 

@@ -42,6 +42,8 @@ log = logging.getLogger("lofi_live.midi.ports")
 POLL_SECONDS = 0.25
 #: The longest a port may take to close (libjack takes about a second for a client of a dead server).
 CLOSE_SECONDS = 3.0
+#: The longest the watcher waits (seconds) before it retries after failures of its own.
+WATCH_BACKOFF_MAX = 5.0
 
 
 def _jack_name(appeared: set[str], client: str, port: str) -> str | None:
@@ -239,7 +241,8 @@ class MidiPorts:
         if self.on_event is not None:
             self.on_event(event)
         else:
-            log.warning("%s %s", event.name, "is gone; waiting for it to come back" if event.kind == "lost" else "is back")
+            said = "is gone; waiting for it to come back" if event.kind == "lost" else "is back"
+            log.warning("%s %s%s", event.name, said, "".join(f"; {name} is not back yet" for _, name in event.missing))
 
     def _take(self, attr: str) -> Any:
         with self._lock:
@@ -248,24 +251,44 @@ class MidiPorts:
         return port
 
     def _watch(self, poll_seconds: float) -> None:
-        """The watcher thread: notice what went away, bring it back when it returns."""
+        """The watcher thread: notice what went away, bring it back when it returns.
+
+        A failure of the watcher itself (an odd answer of a MIDI system) is said once at WARNING, as
+        it leaves what goes away unnoticed; the watcher then retries with backoff (twice as long
+        after each failure in a row, at most :data:`WATCH_BACKOFF_MAX` seconds) and says when it works
+        again."""
+        failures = 0
+        wait = poll_seconds
         while not self._stop.is_set():
-            self._wake.wait(poll_seconds)
+            self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                if self.system_up and not self._monitor.alive():
-                    self._system_lost()
-                if not self.system_up:
-                    if self._monitor.reconnect():
-                        self._system_back()
-                    continue
-                for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
-                    if spec.wanted is not None:
-                        self._follow(spec, attr)
-            except Exception:  # noqa: BLE001 - the watcher must outlive any odd answer of a MIDI system
+                self._look()
+            except Exception as error:  # noqa: BLE001 - the watcher must outlive any odd answer of a MIDI system
+                failures += 1
+                if failures == 1:
+                    log.warning("the MIDI port watcher failed (%s: %s): retrying with backoff; a port that goes "
+                                "away meanwhile is not noticed", type(error).__name__, error)
                 log.debug("port watcher", exc_info=True)
+                wait = min(WATCH_BACKOFF_MAX, poll_seconds * 2 ** failures)
+                continue
+            if failures:
+                log.warning("the MIDI port watcher works again (after %d failures in a row)", failures)
+            failures, wait = 0, poll_seconds
+
+    def _look(self) -> None:
+        """One look at the MIDI system and the named ports."""
+        if self.system_up and not self._monitor.alive():
+            self._system_lost()
+        if not self.system_up:
+            if self._monitor.reconnect():
+                self._system_back()
+            return
+        for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
+            if spec.wanted is not None:
+                self._follow(spec, attr)
 
     def _system_lost(self) -> None:
         """Drop both ports at once; their dead clients are closed once the system is back (closing a
@@ -300,10 +323,9 @@ class MidiPorts:
             for attr, port in opened.items():
                 setattr(self, attr, port)
         self.system_up = True
-        self._emit(PortEvent("back", "system", SYSTEM_NAMES[self.backend]))
-        for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output")):
-            if attr not in opened:
-                self._emit(PortEvent("lost", spec.kind, spec.describe()))
+        missing = tuple((spec.kind, spec.describe()) for spec, attr in ((self.input_spec, "input"), (self.output_spec, "output"))
+                        if attr not in opened)
+        self._emit(PortEvent("back", "system", SYSTEM_NAMES[self.backend], missing))
 
     def _follow(self, spec: PortSpec, attr: str) -> None:
         """An ``--in``/``--out`` port: dropped when it is no longer listed, reopened when it is again."""

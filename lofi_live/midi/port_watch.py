@@ -43,11 +43,15 @@ SYSTEM_NAMES = {"jack": "the JACK server", "alsa": "the ALSA sequencer", "coremi
 @dataclass(frozen=True)
 class PortEvent:
     """Something the musician must know about: ``kind`` ``lost`` or ``back``, for ``scope`` (one of
-    :data:`SCOPES`), ``name`` saying what in words ("the JACK server", "MIDI input 'Keys:out'")."""
+    :data:`SCOPES`), ``name`` saying what in words ("the JACK server", "MIDI input 'Keys:out'").
+
+    ``missing``: the MIDI system back while an ``--in``/``--out`` port of it is not there yet, the
+    ``(scope, name)`` of each such port (its own ``back`` follows when it returns)."""
 
     kind: str
     scope: str
     name: str
+    missing: tuple[tuple[str, str], ...] = ()
 
 
 def stable_name(name: str, backend: str) -> str:

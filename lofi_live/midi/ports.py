@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from typing import Iterator
 
@@ -54,27 +55,35 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 # Choosing and probing a backend
 
 
+#: Held while file descriptor 2 is swapped: one thread swaps it at a time (see :func:`quiet_stderr`).
+_STDERR_SWAP = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Silence C-level writes to file descriptor 2 (libjack, alsa-lib, RtMidi) for a moment.
 
-    Only used around opening clients, at start-up or when a port is reopened.
+    Only used around opening and closing clients. Descriptor 2 belongs to the whole process, so one
+    thread swaps it at a time: two overlapping swaps from two threads would restore each other's sink
+    and leave stderr redirected for good. A second thread waits for the first to finish; the same
+    thread may nest.
     """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with _STDERR_SWAP:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    os.dup2(saved, 2)
+        finally:
+            os.close(saved)
 
 
 def backend_name(choice: str | None = None) -> str:

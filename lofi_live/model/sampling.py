@@ -278,3 +278,17 @@ def detect_key(tokens: Iterable[str]) -> tuple[int, str]:
             if score > best[0] + 1e-12:
                 best = (score, key, scale)
     return best[1], best[2]
+
+
+def key_lock(vocabulary: Sequence[str], key: str | None, scale: str | None, heard: Iterable[str] = ()) -> ScaleLock | None:
+    """The one key-lock rule of ``generate`` and the live engine: ``--key`` and ``--scale`` -> a :class:`ScaleLock`.
+
+    No ``key``: no lock. A key name: that key, in ``scale`` (default minor). ``auto``: the key detected from
+    the tokens ``heard`` (:func:`detect_key`), in ``scale`` when given, else in the detected major or minor.
+    """
+    if not key:
+        return None
+    if key.strip().lower() == "auto":
+        key_pc, detected = detect_key(heard)
+        return ScaleLock(vocabulary, key_pc, parse_scale(scale) if scale else detected)
+    return ScaleLock(vocabulary, parse_key(key), parse_scale(scale or "minor"))

@@ -10,12 +10,12 @@ defines it, through :meth:`lofi_live.model.loader.Model.window_probs` where they
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lofi_live.model.loader import Model
+#: The loaded model a stepper runs (a :class:`lofi_live.model.loader.Model`, which imports this module).
+Model = Any
 
 
 def repeat_to_window(contexts: np.ndarray, window: int) -> np.ndarray:

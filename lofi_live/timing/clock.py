@@ -29,12 +29,9 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from lofi_live.tokens.rules import GRID_BEATS
-
-if TYPE_CHECKING:
-    from lofi_live.timing.link import LinkTimeline
+from lofi_live.tokens.rules import GRID_BEATS, check_bpm, clamp_bpm
 
 #: MIDI beat clock resolution: ticks per quarter note.
 PPQN = 24
@@ -61,6 +58,16 @@ class Clock(Protocol):
     def beat_at(self, now: float) -> float: ...
 
 
+class TempoMap(Protocol):
+    """One immutable snapshot of a tempo: :class:`Tempo`, or the Link clock's ``LinkTimeline``."""
+
+    bpm: float
+
+    def beat_at(self, now: float) -> float: ...
+
+    def time_of_beat(self, beat: float) -> float: ...
+
+
 class GridClock(Clock, Protocol):
     """A clock that knows the grid ahead (internal, Link): the engine computes every boundary's time
     from it and spins to it. Only the engine thread calls ``start``, ``poll`` and ``set_bpm``."""
@@ -77,21 +84,9 @@ class GridClock(Clock, Protocol):
         """When ``beat`` is due (the engine asks only while ``running``)."""
         ...
 
-    def set_bpm(self, bpm: float, now: float) -> Tempo | LinkTimeline:
+    def set_bpm(self, bpm: float, now: float) -> TempoMap:
         """A new tempo from ``now`` on, the beat at ``now`` kept; returns the new snapshot."""
         ...
-
-
-def make_clock(source: str, bpm: float) -> Clock:
-    """The clock ``--clock`` names; ``bpm`` is the tempo until a DAW's ticks or Link's peers say otherwise.
-    The Link binding is imported only for ``link`` (a missing one is a one-line error)."""
-    if source == "midi":
-        return MidiClock(bpm)
-    if source == "link":
-        from lofi_live.timing.link import LinkClock
-
-        return LinkClock(bpm)
-    return InternalClock(bpm)
 
 
 def step_beat(step: int) -> float:
@@ -121,9 +116,7 @@ class InternalClock:
     source = "internal"
 
     def __init__(self, bpm: float):
-        if not 20 <= bpm <= 400:
-            raise ValueError(f"tempo {bpm} BPM outside 20..400")
-        self.tempo = Tempo(float(bpm))
+        self.tempo = Tempo(check_bpm(bpm))
 
     def start(self, now: float) -> int:
         """Beat 0 is at ``now``; the first step is 0."""
@@ -163,7 +156,7 @@ class InternalClock:
         """Change the tempo from ``now`` on (the beat reached at ``now`` stays where it is); returns
         the new snapshot, published in one assignment."""
         old = self.tempo
-        self.tempo = Tempo(min(400.0, max(20.0, float(bpm))), now, old.beat_at(now), old.running)
+        self.tempo = Tempo(clamp_bpm(bpm), now, old.beat_at(now), old.running)
         return self.tempo
 
 
@@ -248,7 +241,7 @@ class MidiClock:
         if len(self._intervals) < 3:
             return self.default_bpm
         interval = statistics.median(self._intervals)
-        return min(400.0, max(20.0, 60.0 / (interval * PPQN)))
+        return clamp_bpm(60.0 / (interval * PPQN))
 
     def _publish(self, tick: int, last_tick_time: float | None, running: bool) -> None:
         self.position = MidiPosition(self._estimate_bpm(), tick, last_tick_time, running)

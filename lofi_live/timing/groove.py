@@ -36,6 +36,7 @@ from collections import deque
 from typing import Sequence
 
 from lofi_live.midi.files import NoteEvent
+from lofi_live.tokens.grid import onset_step
 from lofi_live.tokens.rules import GRID_BEATS
 
 #: The accepted range of ``--swing``: straight to a dotted-eighth feel.
@@ -164,8 +165,8 @@ class Groove:
 
         played = []
         for note in sorted(notes):
-            first = round(note.start / GRID_BEATS)
-            last = round((note.start + note.duration) / GRID_BEATS)
+            first = onset_step(note.start)  # the one beat -> step rule (ties late, never banker's rounding)
+            last = onset_step(note.start + note.duration)
             start = sounded(first)
             played.append(NoteEvent(start, sounded(last) - start, note.pitch, self.dynamics.velocity(first),
                                     note.channel))

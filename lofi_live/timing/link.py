@@ -43,7 +43,8 @@ from types import ModuleType
 
 from lofi_live.timing.clock import ClockEvent
 from lofi_live.errors import LofiError
-from lofi_live.tokens.rules import GRID_BEATS
+from lofi_live.tokens.grid import first_step_from
+from lofi_live.tokens.rules import check_bpm, clamp_bpm
 
 #: Beats per bar shared with the session: Link aligns the phase of this many beats across peers.
 QUANTUM = 4.0
@@ -96,7 +97,7 @@ class LinkTimeline:
 
     def first_step(self, not_before: float) -> int:
         """The first grid step at or after ``not_before``."""
-        return math.ceil(self.beat_at(not_before) / GRID_BEATS - 1e-9)
+        return first_step_from(self.beat_at(not_before))
 
 
 class LinkClock:
@@ -106,9 +107,7 @@ class LinkClock:
 
     def __init__(self, bpm: float):
         binding = require()
-        if not 20 <= bpm <= 400:
-            raise ValueError(f"tempo {bpm} BPM outside 20..400")
-        self._link = binding.Link(float(bpm))  # the tempo when no other peer is there
+        self._link = binding.Link(check_bpm(bpm))  # the tempo when no other peer is there
         self._micros = self._link.clock().micros
         state = self._link.captureAppSessionState()
         state.setIsPlaying(True, self._micros())  # before sync and the network: announced to no one
@@ -170,7 +169,7 @@ class LinkClock:
         timeline. Every peer follows it, as Link lets any peer change the tempo."""
         offset, _ = self._offset()
         state = self._link.captureAppSessionState()
-        state.setTempo(min(400.0, max(20.0, float(bpm))), round((now - offset) * 1e6))
+        state.setTempo(clamp_bpm(bpm), round((now - offset) * 1e6))
         self._link.commitAppSessionState(state)
         self.timeline = self._read()
         return self.timeline

@@ -24,9 +24,10 @@ import os
 from typing import Iterable, Sequence
 
 import mido
+import numpy as np
 
 from lofi_live.tokens import rules as token_rules
-from lofi_live.midi.files import NoteEvent, read_midi
+from lofi_live.midi.files import NoteEvent, read_midi, track_notes
 
 #: Beats per grid step.
 STEP_BEATS = token_rules.GRID_BEATS
@@ -58,6 +59,11 @@ def bar_positions(count: int, first: int = 0) -> list[int]:
 def onset_step(beats: float) -> int:
     """The grid step a note starting at ``beats`` belongs to: the nearest one, a tie going late."""
     return math.floor(beats / STEP_BEATS + 0.5)
+
+
+def first_step_from(beats: float) -> int:
+    """The first grid step at or after ``beats`` (where a clock that starts or jumps there can go on)."""
+    return math.ceil(beats / STEP_BEATS - 1e-9)
 
 
 def step_token(onset_pitches: Iterable[int], sounding: bool) -> str:
@@ -108,30 +114,13 @@ def midi_file_notes(midi: mido.MidiFile, tracks: str | None = None) -> list[Note
     """Every note of an open MIDI file but the drums, all tracks and channels merged, timed in beats.
 
     ``tracks`` (a glob, case-insensitive) keeps only the tracks whose name matches it, e.g. ``PIANO``
-    for POP909's accompaniment track. A note-on with velocity 0 is a note-off. A note-on for a pitch already sounding on its channel
-    replaces the pending one (the earlier start is dropped), as the shared grid conformance vectors
-    expect; a note never released ends at the end of its track.
+    for POP909's accompaniment track. Notes are paired by the file rule (:func:`lofi_live.midi.files.track_notes`:
+    a re-strike replaces the pending note-on, as the shared grid conformance vectors expect).
     """
     notes: list[NoteEvent] = []
-    per_beat = midi.ticks_per_beat
     for track in midi.tracks:
-        if tracks is not None and not fnmatch.fnmatch(track.name.strip().lower(), tracks.lower()):
-            continue
-        sounding: dict[tuple[int, int], tuple[int, int]] = {}
-        tick = 0
-        for message in track:
-            tick += message.time
-            if message.type not in ("note_on", "note_off") or message.channel == DRUM_CHANNEL:
-                continue
-            key = (message.channel, message.note)
-            if message.type == "note_on" and message.velocity > 0:
-                sounding[key] = (tick, message.velocity)
-            elif key in sounding:
-                start, velocity = sounding.pop(key)
-                notes.append(NoteEvent(start / per_beat, (tick - start) / per_beat, message.note, velocity,
-                                       message.channel))
-        for (channel, pitch), (start, velocity) in sounding.items():
-            notes.append(NoteEvent(start / per_beat, (tick - start) / per_beat, pitch, velocity, channel))
+        if tracks is None or fnmatch.fnmatch(track.name.strip().lower(), tracks.lower()):
+            notes += track_notes(track, midi.ticks_per_beat, "replace", skip_channel=DRUM_CHANNEL)
     notes.sort()
     return notes
 
@@ -172,3 +161,40 @@ def tokens_to_notes(tokens: Sequence[str], velocity: int = 80, start_step: int =
     release(start_step + len(tokens))
     notes.sort()
     return notes
+
+
+class GridGrammar:
+    """Which grid tokens may come next in a continuation: the one grammar of ``generate`` and the live engine.
+
+    * ``hold`` keeps sounding what the continuation plays, so it is allowed only while one of its notes
+      sounds (not as its first token, whose file or response starts silent, nor after a rest);
+    * a 9th rest in a row would be cut by the tokenizer, so at most :data:`MAX_RESTS` are allowed;
+    * ``opens_with_onset`` (a live response: the pause before it was the player's, already in the window
+      as rests): the first token is an onset, so a response never opens with more silence.
+
+    The file written from tokens chosen so reads back to exactly those tokens.
+    """
+
+    def __init__(self, vocabulary: Sequence[str], opens_with_onset: bool = False):
+        self.hold = np.array([t == token_rules.HOLD for t in vocabulary], dtype=bool)
+        self.rest = np.array([t == token_rules.REST for t in vocabulary], dtype=bool)
+        self.opening = opens_with_onset
+        self.sounding = False
+        self.rests = 0
+
+    def allowed(self, base: np.ndarray | None = None) -> np.ndarray:
+        """The tokens allowed now, within ``base`` (e.g. a key lock) when given."""
+        mask = np.ones(len(self.hold), dtype=bool) if base is None else np.array(base, dtype=bool)
+        if not self.sounding:
+            mask &= ~self.hold
+        if self.rests >= MAX_RESTS or self.opening:
+            mask &= ~self.rest
+        return mask
+
+    def add(self, token: str) -> None:
+        """Follow one chosen token."""
+        self.opening = False
+        if token == token_rules.REST:
+            self.sounding, self.rests = False, self.rests + 1
+        elif token != token_rules.HOLD:
+            self.sounding, self.rests = True, 0

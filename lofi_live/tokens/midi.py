@@ -27,6 +27,7 @@ from pathlib import Path
 from lofi_live.tokens import rules as token_rules
 from lofi_live.errors import LofiError
 from lofi_live.midi.files import check_midi_path, read_midi
+from lofi_live.midi.pairing import Paired, Pairing
 
 
 def music21_available() -> bool:
@@ -62,7 +63,7 @@ def file_tokens(path: str | os.PathLike, kind: str) -> list[str]:
 
 
 def seed_rule_tokens(path: str | os.PathLike) -> list[str]:
-    """The seed's own music21 loop over one file: the training rules, shared with ``training.corpus.prepare``.
+    """The seed's own music21 loop over one file: the training rules, shared with ``training.corpus.parse``.
 
     The seed wrapped ``partitionByInstrument(...).parts[0]`` in a bare try/except and fell back to
     the flat notes on any failure (no parts, or ``None`` returned); this does the same. music21 is
@@ -114,25 +115,22 @@ def _quantize(value: Fraction, divisors=(4, 3), zero: bool = True) -> Fraction:
 
 
 def _track_notes(track, channels: set[int] | None = None) -> list[tuple[int, int, int]]:
-    """(on tick, off tick, pitch) of one track (its ``channels``, default all), sorted by onset."""
-    notes: list[tuple[int, int, int, int]] = []
-    sounding: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    """(on tick, off tick, pitch) of one track (its ``channels``, default all), in note-on order, paired as
+    music21 pairs them (the ``stack`` re-strike rule of :mod:`lofi_live.midi.pairing`)."""
+    pairing = Pairing("stack")
+    paired: list[Paired] = []
     tick = 0
     for position, message in enumerate(track):
         tick += message.time
         if message.type not in ("note_on", "note_off") or (channels is not None and message.channel not in channels):
             continue
+        key = (message.channel, message.note)
         if message.type == "note_on" and message.velocity > 0:
-            sounding.setdefault((message.channel, message.note), []).append((tick, position))
+            pairing.on(key, tick, position)
         else:
-            starts = sounding.get((message.channel, message.note))
-            if starts:
-                # music21 pairs every pending note-on of a pitch with the first note-off after it
-                for start, where in starts:
-                    notes.append((start, where, tick, message.note))
-                starts.clear()
-    notes.sort()  # note-on order, as music21 lists them
-    return [(on, off, pitch) for on, _, off, pitch in notes]
+            paired += pairing.off(key, tick)
+    paired.sort(key=lambda note: (note.start, note.data))  # note-on order, as music21 lists them
+    return [(note.start, note.end, note.key[1]) for note in paired]
 
 
 def _track_events(notes: list[tuple[int, int, int]], ticks: int) -> list[tuple[Fraction, Fraction, list[int]]]:

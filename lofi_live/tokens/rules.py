@@ -26,6 +26,20 @@ from typing import Iterable, Sequence
 
 #: Length of one grid step, in beats (quarter notes).
 GRID_BEATS = 0.5
+#: The tempo range every path takes (BPM): ``--bpm``, the tempo control, a DAW's MIDI clock, Link.
+MIN_BPM, MAX_BPM = 20.0, 400.0
+
+
+def check_bpm(bpm: float) -> float:
+    """``bpm`` when it is in :data:`MIN_BPM`..:data:`MAX_BPM`, else a ValueError saying the range."""
+    if not MIN_BPM <= bpm <= MAX_BPM:
+        raise ValueError(f"tempo {bpm:g} BPM outside {MIN_BPM:g}..{MAX_BPM:g}")
+    return float(bpm)
+
+
+def clamp_bpm(bpm: float) -> float:
+    """The nearest tempo in :data:`MIN_BPM`..:data:`MAX_BPM` (a tempo control, a measured clock)."""
+    return min(MAX_BPM, max(MIN_BPM, float(bpm)))
 
 _LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 #: music21's spelling of the twelve pitch classes when it decodes MIDI.

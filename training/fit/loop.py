@@ -32,12 +32,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from lofi_live.errors import LofiError
 from lofi_live.model.format import encode_inputs
 from training.fit import sequences
-from training.corpus.prepare import corpus_tokens, load_corpus
+from training.fit.data import build_data, build_stream_data
 from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, get_preset
 from training.runs import (
     RUN_FORMAT,
@@ -54,14 +52,6 @@ from training.fit.strategy import STRATEGIES, check_tf_config, distributed_fit, 
 if TYPE_CHECKING:
     from training.fit.stream import StreamedWindows
 
-SEED_WINDOWS = 64
-
-
-def _corpus_label(path: Path) -> str:
-    """``corpora/pop909.json.gz`` -> ``pop909``: the prefix of file names when several corpora are given."""
-    return path.name.removesuffix(".gz").removesuffix(".json")
-
-
 def _run_of(source: Path) -> dict[str, Any]:
     """The run.json of a run folder, or of the run folder that holds a checkpoint file."""
     return load_run(source if source.is_dir() else source.parent)
@@ -69,71 +59,6 @@ def _run_of(source: Path) -> dict[str, Any]:
 
 def _vocabulary_of(source: Path) -> list[str]:
     return list(_run_of(source)["vocabulary"])
-
-
-def build_data(
-    options: dict[str, Any], vocabulary: list[str] | None
-) -> tuple[dict[str, Any], sequences.WindowSet, sequences.WindowSet]:
-    """Corpora -> (run.json data fields, train windows, validation windows) under the given options."""
-    paths = [Path(p) for p in options["corpora"]]
-    corpora = [load_corpus(p) for p in paths]
-    kinds = {corpus_tokens(c) for c in corpora}
-    if len(kinds) > 1:
-        raise LofiError(f"the corpora mix tokenizations ({', '.join(sorted(kinds))}): prepare them all with one --tokens")
-    labels = [_corpus_label(p) for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [str(p) for p in paths]
-    files = sequences.corpus_files(corpora, labels)
-    train, val = sequences.split_by_file(files, options["val_fraction"], options["val_files"], options["seed"])
-    if options.get("loop_short"):
-        train, val = sequences.loop_short(train, options["window"]), sequences.loop_short(val, options["window"])
-    if int(options.get("loop_times") or 1) > 1:
-        train = sequences.loop_files(train, int(options["loop_times"]))
-    train_aug = sequences.augment(train, options["transpose"])
-    if vocabulary is None:
-        extra: list[sequences.TokenFile] = []
-        for path in options["vocab_corpora"]:
-            extra += sequences.augment(sequences.corpus_files([load_corpus(path)], ["vocab"]), options["transpose"])
-        lists = [f.tokens for f in train_aug + val + extra]
-        vocabulary = sequences.build_vocabulary(lists, options["min_count"])
-    window = options["window"]
-    stride = int(options.get("stride") or 1)
-    train_windows = sequences.make_windows(train_aug, vocabulary, window, stride)
-    if not len(train_windows):
-        raise LofiError(f"no training file has more than {window} tokens: lower --window, add files "
-                        "or repeat short files with --loop-short")
-    if options["oversample"]:
-        train_windows = sequences.oversample(train_windows, options["oversample"])
-    val_windows = sequences.make_windows(val, vocabulary, window)
-    plain = sequences.make_windows(train, vocabulary, window)
-    picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
-    fields = {
-        "tokens": kinds.pop(),
-        "vocabulary": vocabulary,
-        "data": {
-            "corpus": ", ".join(str(p) for p in paths),
-            "corpora": [str(p.resolve()) for p in paths],
-            "files": len(files),
-            "tokens": sum(len(f.tokens) for f in files),
-            "train_files": len(train),
-            "validation_files": [f.name for f in val],
-            "train_windows": len(train_windows),
-            "stride": stride,
-            "validation_windows": len(val_windows),
-            "transpose": options["transpose"],
-            "oversample": options["oversample"],
-            "loop_short": bool(options.get("loop_short")),
-            "loop_times": int(options.get("loop_times") or 1),
-            "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
-            # a file of at most `window` tokens gives no window (--loop-short repeats it until it does)
-            "train_files_without_window": sum(1 for f in train if len(f.tokens) <= window),
-            "validation_files_without_window": sum(1 for f in val if len(f.tokens) <= window),
-        },
-        "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
-        # fitted on the training tokens as trained on (in all 12 keys with --transpose)
-        "baselines": sequences.baselines(train_aug, vocabulary),
-    }
-    return fields, train_windows, val_windows
 
 
 def make_dataset(
@@ -336,8 +261,6 @@ def fit(args: argparse.Namespace) -> int:
         options = new_options(args)
         vocabulary = shared_vocabulary(args.vocab_from, args.init_from)
     if any(Path(p).is_dir() for p in options["corpora"]):  # shard folders: streamed, never held whole
-        from training.fit.stream import build_stream_data
-
         fields, train_windows, val_windows = build_stream_data(options, vocabulary)
     else:
         fields, train_windows, val_windows = build_data(options, vocabulary)

@@ -19,7 +19,6 @@ beside shard folders is read as one more stream.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -29,8 +28,7 @@ import numpy as np
 from lofi_live.errors import LofiError
 from lofi_live.model.format import encode_inputs
 from training.fit import sequences
-from training.corpus.cluster import read_index, read_shard
-from training.corpus.prepare import corpus_tokens, load_corpus
+from training.corpus.io import corpus_tokens, load_corpus, read_index, read_shard
 
 #: Windows in the shuffle buffer (32-token windows: about 1.3 MB of int32 inputs).
 SHUFFLE_WINDOWS = 10_000
@@ -144,82 +142,3 @@ class StreamedWindows:
         # tf.data checks that the stream gave exactly that many batches
         batches = tf.data.experimental.assert_cardinality(-(-self.count // batch_size))
         return data.batch(batch_size).apply(batches).prefetch(2)
-
-
-def build_stream_data(
-    options: dict[str, Any], vocabulary: list[str] | None
-) -> tuple[dict[str, Any], StreamedWindows, StreamedWindows]:
-    """The streamed counterpart of :func:`training.fit.loop.build_data`: run.json fields and both window sets."""
-    if options["oversample"]:
-        raise LofiError("--oversample needs every window in memory: merge the shards (lofi-train merge) to use it")
-    from training.fit.loop import SEED_WINDOWS, _corpus_label
-
-    paths = [Path(p) for p in options["corpora"]]
-    labels = [_corpus_label(p) for p in paths]
-    if len(set(labels)) < len(labels):
-        labels = [str(p) for p in paths]
-    streams, kind = sources(paths, labels)
-    window, stride = int(options["window"]), int(options.get("stride") or 1)
-    names = [sequences.TokenFile(f.name, []) for s in streams for f in entries(s)]
-    if not names:
-        raise LofiError(f"{', '.join(map(str, paths))}: the corpora hold no tokenized files")
-    train_names, val_names = sequences.split_by_file(names, options["val_fraction"], options["val_files"],
-                                                     options["seed"])
-    held_out = frozenset(f.name for f in val_names)
-    train = StreamedWindows(streams, held_out, False, options, vocabulary or [], 0)
-    val = StreamedWindows(streams, held_out, True, options, vocabulary or [], 0)
-    if vocabulary is None:
-        extra = [f for p in options["vocab_corpora"] for f in sequences.corpus_files([load_corpus(p)], ["vocab"])]
-        lists = (f.tokens for side in (train, val) for s in streams for f in side.files(s))
-        extra_lists = (f.tokens for f in sequences.augment(extra, options["transpose"]))
-        vocabulary = sequences.build_vocabulary(itertools.chain(lists, extra_lists), options["min_count"])
-        train.vocabulary = val.vocabulary = vocabulary
-    tokens = without_train = without_val = 0
-    sample: list[sequences.TokenFile] = []
-    sample_tokens = 0
-    for source in streams:
-        for file in entries(source):
-            tokens += len(file.tokens)
-            if file.name not in held_out and sample_tokens < BASELINE_TOKENS:
-                sample.append(file)
-                sample_tokens += len(file.tokens)
-        without_val += sum(len(f.tokens) <= window for f in val.files(source))
-        without_train += sum(len(f.tokens) <= window for f in train.files(source, augmented=False))
-        train.count += sum(len(file_starts(len(f.tokens), window, stride)) for f in train.files(source))
-        val.count += sum(len(file_starts(len(f.tokens), window, 1)) for f in val.files(source))
-    if not train.count:
-        raise LofiError(f"no training file has more than {window} tokens: lower --window, add files "
-                        "or repeat short files with --loop-short")
-    if options.get("loop_short"):
-        sample = sequences.loop_short(sample, window)
-    if int(options.get("loop_times") or 1) > 1:
-        sample = sequences.loop_files(sample, int(options["loop_times"]))
-    plain = sequences.make_windows(sample, vocabulary, window)
-    picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
-    fields = {
-        "tokens": kind,
-        "vocabulary": vocabulary,
-        "data": {
-            "corpus": ", ".join(str(p) for p in paths),
-            "corpora": [str(p.resolve()) for p in paths],
-            "streamed": True,
-            "files": len(names),
-            "tokens": tokens,
-            "train_files": len(train_names),
-            "validation_files": [f.name for f in val_names],
-            "train_windows": train.count,
-            "stride": stride,
-            "validation_windows": val.count,
-            "transpose": options["transpose"],
-            "oversample": options["oversample"],
-            "loop_short": bool(options.get("loop_short")),
-            "loop_times": int(options.get("loop_times") or 1),
-            "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
-            "train_files_without_window": without_train,
-            "validation_files_without_window": without_val,
-            "baseline_files": len(sample),
-        },
-        "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
-        "baselines": sequences.baselines(sequences.augment(sample, options["transpose"]), vocabulary),
-    }
-    return fields, train, val
