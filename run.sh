@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set-up and entry point for a fresh machine.
 #   ./run.sh play [lofi-live run options]   install the runtime and play live on the shipped default model
-#                                           (on Linux without an ALSA sequencer: install jackd2, start a JACK server)
-#   ./run.sh test [pytest options]          install everything (training extras, JACK for real MIDI ports) and run the tests
+#                                           (on Linux without an ALSA sequencer: install jackd2, start a JACK server;
+#                                           with --web: the [web] extra too)
+#   ./run.sh test [pytest options]          install everything (training extras, JACK for real MIDI ports, Chromium
+#                                           for the browser tests) and run the tests
 # Both are idempotent: a second call reuses the virtual environments.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +22,7 @@ apt_install() {
   elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "run.sh: please install ${missing[*]} (JACK): $why" >&2
+    echo "run.sh: please install ${missing[*]}: $why" >&2
   fi
 }
 
@@ -66,15 +68,19 @@ case "${1:-}" in
     if needs_jack; then
       apt_install "without an ALSA sequencer, play needs a JACK server for its MIDI ports" jackd:jackd2 jack_wait:jackd2
     fi
-    venv .venv-runtime ""
+    extras=""
+    for arg in "$@"; do [[ $arg == --web || $arg == --web=* ]] && extras="[web]"; done  # the control surface's extra
+    venv .venv-runtime "$extras"
     start_jack_if_needed
     exec .venv-runtime/bin/lofi-live run "$@"
     ;;
   test)
     shift
-    apt_install "the real MIDI port tests are skipped without it" \
+    apt_install "the real MIDI port tests are skipped without JACK" \
       jackd:jackd2 jack_midi_dump:jackd2 jack_midi_clock:jack-midi-clock
-    venv .venv "[train,plot,dev,cluster,link]"
+    apt_install "the control surface's browser tests are skipped without Chromium" \
+      chromium:chromium chromedriver:chromium-driver
+    venv .venv "[train,plot,dev,cluster,link,web]"
     # The runtime must install and run without TensorFlow: check it in its own environment.
     venv .venv-runtime ""
     .venv-runtime/bin/python -c "import sys, lofi_live.model.loader, lofi_live.commands.run; assert 'tensorflow' not in sys.modules"

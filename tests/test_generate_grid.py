@@ -4,6 +4,7 @@ under the grid rules, and a repetition guard that never cuts holds or rests."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mido
@@ -15,7 +16,6 @@ from lofi_live.tokens import rules as token_rules
 from lofi_live.cli import main
 from lofi_live.commands.generate import (
     GridGrammar,
-    clip_end_rests,
     clip_tokens,
     generate_indices,
     longest_onset_run,
@@ -35,10 +35,21 @@ def grid_model(tmp_path_factory) -> Path:
 
 
 def expected_tokens(model: Model, seed_midi: Path, steps: int, seed: int, temperature=1.0, top_k=24, max_repeat=6):
-    """What ``generate --seed-midi`` chooses, step by step, through the same functions."""
+    """What ``generate --seed-midi ... --follow off`` chooses, step by step, through the same functions."""
     window, _ = seed_window(model, str(seed_midi), np.random.default_rng(seed))
     sampler = make_sampler(model, temperature, top_k, seed, max_repeat)
     return model.decode(generate_indices(model, window, steps, sampler))
+
+
+def continuation_tokens(path: Path, start_beats: float) -> list[str]:
+    """The grid tokens of a generated file's notes, read from the bar where the continuation starts."""
+    notes = [replace(n, start=n.start - start_beats) for n in grid_tokens.file_notes(path)]
+    assert min(n.start for n in notes) >= 0
+    return grid_tokens.notes_to_tokens(notes)
+
+
+#: The network alone, as before the loop rule: no replay, no chord restriction.
+FREE = ["--follow", "off"]
 
 
 def _strip_rests(tokens: list[str]) -> list[str]:
@@ -51,15 +62,18 @@ def test_grid_model_file_reads_back_to_the_same_grid_tokens(grid_model, tmp_path
     clip = held_chords(tmp_path / "loop.mid")
     out = tmp_path / "out.mid"
     assert main(["generate", "--model", str(grid_model), "--seed-midi", str(clip), "--steps", "400", "--seed", "3",
-                 "-o", str(out)]) == 0
+                 *FREE, "-o", str(out)]) == 0
     summary = capsys.readouterr().out
     assert "400 grid tokens" in summary and "grid tokens of loop.mid" in summary
     generated = expected_tokens(Model.load(grid_model, provider="cpu"), clip, 400, 3)
     holds = generated.count(token_rules.HOLD)
     assert holds >= 5 and generated.count(token_rules.REST) >= 1
-    assert grid_tokens.file_tokens(out) == _strip_rests(generated)
+    # the clip is 2 bars: the continuation starts on bar 3 (beat 8)
+    assert continuation_tokens(out, 8.0) == _strip_rests(generated)
+    assert min(n.start for n in grid_tokens.file_notes(out)) == 8.0
     # durations: held onsets are one long note each, struck once
     midi = mido.MidiFile(out)
+    assert midi.tracks[1].name == "model"
     note_ons = sum(1 for m in midi.tracks[1] if m.type == "note_on" and m.velocity)
     voiced = sum(len(token_rules.token_pitches(t)) for t in generated)
     assert note_ons == voiced
@@ -72,9 +86,9 @@ def test_grid_file_durations_read_back_with_music21(grid_model, tmp_path):
     clip = held_chords(tmp_path / "loop.mid")
     out = tmp_path / "out.mid"
     assert main(["generate", "--model", str(grid_model), "--seed-midi", str(clip), "--steps", "120", "--seed", "4",
-                 "-o", str(out)]) == 0
+                 *FREE, "-o", str(out)]) == 0
     generated = expected_tokens(Model.load(grid_model, provider="cpu"), clip, 120, 4)
-    want = sorted((n.start, n.duration, n.pitch) for n in grid_tokens.tokens_to_notes(generated))
+    want = sorted((n.start, n.duration, n.pitch) for n in grid_tokens.tokens_to_notes(generated, start_step=16))
     # music21 splits a note that crosses a bar line into tied pieces: join them back
     score = music21.converter.parse(str(out)).stripTies()
     found = sorted((float(n.offset), float(n.quarterLength), p.midi) for n in score.flatten().notes for p in n.pitches)
@@ -89,7 +103,8 @@ def test_seed_model_still_writes_one_event_per_step(tmp_path):
                  "-o", str(out)]) == 0
     notes = grid_tokens.file_notes(out)
     assert {n.duration for n in notes} == {0.5}
-    assert sorted({n.start for n in notes}) == [i * 0.5 for i in range(64)]
+    # from the bar line after the 2-bar clip
+    assert sorted({n.start for n in notes}) == [8.0 + i * 0.5 for i in range(64)]
 
 
 def test_seed_clip_is_read_with_the_models_tokenization(grid_model, tmp_path):
@@ -97,14 +112,14 @@ def test_seed_clip_is_read_with_the_models_tokenization(grid_model, tmp_path):
     am9, dm9 = token_rules.chord_token([57, 60, 64, 67, 71]), token_rules.chord_token([50, 53, 57, 60, 64])
     # each chord 3 beats (an onset and 5 holds), then a half-beat melody note; the rest after D5 is the
     # silence before the clip's bar line, kept so that the continuation starts on the next bar
-    grid = clip_tokens(clip, "grid")
+    grid = clip_tokens(clip, "grid").tokens
     assert grid == [am9] + ["hold"] * 5 + ["rest", "E5", dm9] + ["hold"] * 5 + ["D5", "rest"]
     model = Model.load(grid_model, provider="cpu")
     window, origin = seed_window(model, str(clip), np.random.default_rng(0))
     assert window == model.encode(grid) and "16 grid tokens of loop.mid" in origin
     # unknown chords and notes map to the nearest known ones; holds and rests stay in place
     assert [token_rules.rhythm_class(t) for t in model.decode(window)] == [token_rules.rhythm_class(t) for t in grid]
-    assert clip_tokens(clip, "seed") == [am9, "E5", dm9, "D5"]
+    assert clip_tokens(clip, "seed").tokens == [am9, "E5", dm9, "D5"]
 
 
 @pytest.mark.parametrize("notes, end_beats, rests", [
@@ -117,8 +132,11 @@ def test_seed_clip_is_read_with_the_models_tokenization(grid_model, tmp_path):
 def test_clip_ends_on_its_bar_line(tmp_path, notes, end_beats, rests):
     clip = write_clip(tmp_path / "c.mid", notes, end_beats=end_beats)
     tokens = grid_tokens.file_tokens(clip)
-    assert clip_end_rests(clip, tokens) == rests
-    assert clip_tokens(clip, "grid") == tokens + ["rest"] * rests
+    timed = clip_tokens(clip, "grid")
+    assert timed.tokens == tokens + ["rest"] * rests
+    # the clip's end, rounded up to the bar: the last token lies just before it, on the bar's last step
+    bars = -(-max(end_beats, max(s + d for s, d, _ in notes)) // 4)
+    assert timed.end_step == bars * 8 and timed.steps[-1] == timed.end_step - 1 and timed.positions[-1] == 7
 
 
 def test_a_clip_without_notes_is_refused(grid_model, tmp_path, capsys):
@@ -194,7 +212,7 @@ def test_key_lock_leaves_holds_and_rests_free(grid_model, tmp_path):
     clip = held_chords(tmp_path / "loop.mid")
     out = tmp_path / "a_minor.mid"
     assert main(["generate", "--model", str(grid_model), "--seed-midi", str(clip), "--key", "A", "--scale", "minor",
-                 "--steps", "300", "--seed", "2", "-o", str(out)]) == 0
+                 "--steps", "300", "--seed", "2", *FREE, "-o", str(out)]) == 0
     tokens = grid_tokens.file_tokens(out)
     onsets = [t for t in tokens if not token_rules.is_rhythm(t)]
     assert onsets and all(token_rules.token_pitch_classes(t) <= {9, 11, 0, 2, 4, 5, 7} for t in onsets)

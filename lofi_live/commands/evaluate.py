@@ -20,22 +20,37 @@ scored:
   ``baseline_onset_bigram_top1`` (the last onset token in the window -> the most frequent next onset
   token, holds and rests skipped).
 
-Input tokens outside the vocabulary are mapped to the nearest known token (as the live engine does).
-The window graph runs in batches.
+* for grid models the copy baselines of :mod:`lofi_live.model.copy_baselines`, on the same positions:
+  ``baseline_copy8_*``, ``baseline_copy16_*`` and ``baseline_copy_adaptive_*`` for ``top1``,
+  ``rhythm_accuracy`` and ``onset_top1``; and ``onset_pc_jaccard``: at onset positions, the pitch-class
+  Jaccard of the likeliest onset token against the true one (how near a wrong chord is).
+
+``--loops`` (grid models) plays each file twice, as a producer plays a loop: its notes padded to whole 4/4
+bars (:func:`lofi_live.tokens.loops.loop_steps`), then again; only
+the second pass is scored, each position from the file's own tokens before it (at most ``window``), so the
+first pass is what the network listens to. Without it, the files form one stream, as the seed does.
+
+A model with a position input (``Model.uses_position``) reads beside each token its place in the 4/4 bar,
+taken from the file's beat grid (:mod:`lofi_live.tokens.loops`). Input tokens outside the vocabulary are
+mapped to the nearest known token (as the live engine does). The window graph runs in batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from lofi_live.tokens import rules as token_rules
 from lofi_live.errors import LofiError
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
+from lofi_live.model.copy_baselines import copy_baselines
+from lofi_live.tokens.loops import TimedTokens, loop_steps, looped_tokens, timed_tokens
 from lofi_live.tokens.rules import RHYTHM_CLASSES
 
 #: Probability floor for the NLL (a target outside the vocabulary scores -log(EPSILON) = 27.63 nats).
@@ -49,6 +64,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--tokenizer", choices=("auto", "music21", "mido"), default="auto", help="auto = music21 when installed (default)")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
+    parser.add_argument("--loops", action="store_true",
+                        help="grid models: play each file twice (whole bars) and score only the second pass")
+    parser.add_argument("--files", action="append", metavar="GLOB",
+                        help="only the files whose name matches GLOB (repeatable), e.g. --files '*MLP*' for one creator")
     parser.add_argument("--held-out", action="store_true",
                         help="only the files the model held out for validation (data.validation_files in its JSON)")
 
@@ -63,6 +82,14 @@ def held_out_names(model) -> set[str]:
     if not names:
         raise LofiError(f"{model.path}: the model records no held-out validation files")
     return set(names) | {name.split(":", 1)[1] for name in names if ":" in name}
+
+
+def matching_names(folder: str | Path, patterns: Sequence[str]) -> set[str]:
+    """The relative paths of the files below ``folder`` whose name matches one of the globs."""
+    from lofi_live.tokens.midi import folder_files
+
+    return {Path(file).relative_to(folder).as_posix() for file in folder_files(folder)
+            if any(fnmatch.fnmatch(Path(file).name, pattern) for pattern in patterns)}
 
 
 def tokenize_folder(
@@ -83,7 +110,7 @@ def tokenize_folder(
     if only is not None:
         files = [file for file in files if Path(file).relative_to(folder).as_posix() in only]
     if not files:
-        raise LofiError(f"{folder}: no {'held-out ' if only is not None else ''}.mid or .midi files found")
+        raise LofiError(f"{folder}: no .mid or .midi files found{' among those selected (--held-out, --files)' if only is not None else ''}")
     for file in files:
         try:
             stream.extend(file_tokens(file) if kind == "grid" else midi_file_tokens(file, engine))
@@ -137,11 +164,88 @@ def _scores(probs: np.ndarray, truth: np.ndarray, classes: np.ndarray, true_clas
     return found
 
 
-def evaluate_stream(model, stream: list[str]) -> dict:
-    """The metrics over a token stream (see the module notes); ``network_*`` leave out the loop cache."""
+def timed_folder(folder: str | Path, only: set[str] | None = None, loops: bool = False
+                 ) -> tuple[list[TimedTokens], list[Path], list[str]]:
+    """Grid tokens with their steps of every file (played twice with ``loops``), the files used, the failures."""
+    from lofi_live.tokens.grid import file_notes
+    from lofi_live.tokens.midi import folder_files
+
+    files = folder_files(folder)
+    if only is not None:
+        files = [file for file in files if Path(file).relative_to(folder).as_posix() in only]
+    if not files:
+        raise LofiError(f"{folder}: no .mid or .midi files found{' among those selected (--held-out, --files)' if only is not None else ''}")
+    found: list[TimedTokens] = []
+    used: list[Path] = []
+    failed: list[str] = []
+    for file in files:
+        try:
+            notes = file_notes(file)
+            timed = looped_tokens(notes, loop_steps(notes)) if loops and notes else timed_tokens(notes)
+        except LofiError as error:
+            failed.append(str(error))
+            continue
+        if timed.tokens:
+            found.append(timed)
+            used.append(file)
+    return found, used, failed
+
+
+def loop_protocol(files: Sequence[TimedTokens]) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
+    """(stream, bar positions, scored indices, each scored index's file start) of files played twice: the
+    tokens of the second pass are scored, each read from its own file's tokens before it."""
+    stream: list[str] = []
+    positions: list[int] = []
+    scored: list[int] = []
+    floors: list[int] = []
+    for timed in files:
+        start, length = len(stream), timed.end_step // 2
+        second = [start + i for i, step in enumerate(timed.steps) if step >= length]
+        scored += second
+        floors += [start] * len(second)
+        stream += timed.tokens
+        positions += timed.positions
+    return stream, positions, np.array(scored, np.int64), np.array(floors, np.int64)
+
+
+def _onset_pc_jaccard(probs: np.ndarray, truth_pcs: np.ndarray, classes: np.ndarray, pcs: np.ndarray,
+                      true_class: np.ndarray) -> float:
+    """Summed pitch-class Jaccard of the likeliest onset token against the true onset, at onset rows."""
+    rows = true_class == 0
+    if not np.any(rows):
+        return 0.0
+    best = np.argmax(np.where(classes[None, :] == 0, probs[rows], -1.0), axis=1)
+    guess, truth = pcs[best], truth_pcs[rows]
+    union = np.sum(guess | truth, axis=1)
+    return float(np.sum(np.sum(guess & truth, axis=1) / np.maximum(union, 1)))
+
+
+def _pitch_class_rows(tokens: Sequence[str]) -> np.ndarray:
+    """``(len(tokens), 12)`` booleans: the pitch classes of each token (none for hold and rest)."""
+    rows = np.zeros((len(tokens), 12), bool)
+    for i, token in enumerate(tokens):
+        if not token_rules.is_rhythm(token):
+            rows[i, list(token_rules.token_pitch_classes(token))] = True
+    return rows
+
+
+def evaluate_stream(model, stream: list[str], positions: Sequence[int] | None = None,
+                    scored: np.ndarray | None = None, floors: np.ndarray | None = None) -> dict:
+    """The metrics over a token stream (see the module notes); ``network_*`` leave out the loop cache.
+
+    ``positions``: each token's place in its bar, given to a model with a position input. ``scored``: the
+    indices scored (default: every one with ``window`` tokens before it); ``floors``: where each scored
+    index's context may start at the earliest (its file's first token under ``--loops``).
+    """
     window = model.window
-    if len(stream) <= window:
-        raise LofiError(f"only {len(stream)} tokens: evaluation needs more than the window ({window})")
+    if scored is None:
+        if len(stream) <= window:
+            raise LofiError(f"only {len(stream)} tokens: evaluation needs more than the window ({window})")
+        scored = np.arange(window, len(stream))
+    if floors is None:
+        floors = np.zeros_like(scored)
+    if len(scored) == 0:
+        raise LofiError("no position to score")
     mapping: dict[str, int] = {}
     inputs = np.empty(len(stream), np.int64)
     for i, token in enumerate(stream):
@@ -152,31 +256,44 @@ def evaluate_stream(model, stream: list[str]) -> dict:
     grid = model.tokens == "grid"
     classes = _class_of(model.vocabulary) if grid else None
     stream_class = np.array([RHYTHM_CLASSES.index(token_rules.rhythm_class(t)) for t in stream])
-    positions = np.arange(window, len(stream))
-    windows = np.lib.stride_tricks.sliding_window_view(inputs, window)[: len(positions)]
+    with_positions = getattr(model, "uses_position", False) and positions is not None
+    bar = np.asarray(positions if positions is not None else np.zeros(len(stream)), np.int64)
+    pcs = _pitch_class_rows(model.vocabulary) if grid else None
+    truth_pcs = _pitch_class_rows(stream) if grid else None
+    starts = np.maximum(scored - window, floors)
+    lengths = scored - starts
     totals: dict[str, float] = {}
-    for start in range(0, len(positions), BATCH):
-        batch = windows[start : start + BATCH]
-        network = model.window_probs(batch, cache=False)
-        mixed = np.stack([model.loop_cache.mix(row, w) for row, w in zip(network, batch)])
-        where = positions[start : start + BATCH]
-        for prefix, probs in (("", mixed), ("network_", network)):
-            for key, value in _scores(probs, targets[where], classes, stream_class[where]).items():
-                totals[prefix + key] = totals.get(prefix + key, 0.0) + value
-    n = len(positions)
-    onsets = int(np.sum(stream_class[positions] == 0))
+    for length in np.unique(lengths):
+        rows = scored[lengths == length]
+        for chunk in range(0, len(rows), BATCH):
+            where = rows[chunk : chunk + BATCH]
+            span = (where - length)[:, None] + np.arange(length)
+            batch = inputs[span]
+            extra = {"positions": bar[span]} if with_positions else {}
+            network = model.window_probs(batch, cache=False, **extra)
+            mixed = np.stack([model.loop_cache.mix(row, w) for row, w in zip(network, batch)])
+            for prefix, probs in (("", mixed), ("network_", network)):
+                found = _scores(probs, targets[where], classes, stream_class[where])
+                if grid:
+                    found["onset_pc_jaccard"] = _onset_pc_jaccard(probs, truth_pcs[where], classes, pcs,
+                                                                  stream_class[where])
+                for key, value in found.items():
+                    totals[prefix + key] = totals.get(prefix + key, 0.0) + value
+    n = len(scored)
+    onsets = int(np.sum(stream_class[scored] == 0))
     result: dict = {"n": n, "tokens": model.tokens}
     for key, value in totals.items():
         base = key.removeprefix("network_")
         result[key] = value / max(onsets, 1) if base.startswith("onset_") else value / n
     if grid:
         result["n_onsets"] = onsets
-    result.update(baseline_scores(model, inputs, targets, positions, stream_class))
+        result.update(copy_baselines(inputs, targets, stream_class, scored, floors))
+    result.update(baseline_scores(model, inputs, targets, scored, stream_class, starts))
     return result
 
 
 def baseline_scores(model, inputs: np.ndarray, targets: np.ndarray, positions: np.ndarray,
-                    stream_class: np.ndarray) -> dict:
+                    stream_class: np.ndarray, starts: np.ndarray | None = None) -> dict:
     """The n-gram baselines' figures on the same positions (None where the model records no baselines).
 
     The bigram predicts from the previous token; the onset bigram from the last onset token of the
@@ -208,11 +325,12 @@ def baseline_scores(model, inputs: np.ndarray, targets: np.ndarray, positions: n
     # the last onset at or before each position - 1: index of the latest pitched input so far
     latest = np.maximum.accumulate(np.where(pitched, np.arange(len(inputs)), -1))
     hits = scored = 0
-    window = model.window
-    for position in positions[stream_class[positions] == 0]:
+    starts = positions - model.window if starts is None else starts
+    onset_rows = stream_class[positions] == 0
+    for position, start in zip(positions[onset_rows], starts[onset_rows]):
         scored += 1
         last = latest[position - 1]
-        if last < position - window:
+        if last < start:
             prediction = common_onset  # no onset in the window
         else:
             prediction = onset_next[inputs[last]]
@@ -222,41 +340,69 @@ def baseline_scores(model, inputs: np.ndarray, targets: np.ndarray, positions: n
     return result
 
 
+def _read(args: argparse.Namespace, model, only: set[str] | None) -> tuple[list[str], dict, int, list[str]]:
+    """(stream, evaluate_stream's extra arguments, files used, failures) under the protocol asked for."""
+    if model.tokens != "grid":
+        if args.loops:
+            raise LofiError(f"--loops needs a grid model ({model.name} reads {model.tokens} tokens, without rests)")
+        stream, used, failed = tokenize_folder(args.data_dir, args.tokenizer, only, model.tokens)
+        return stream, {}, len(used), failed
+    files, used, failed = timed_folder(args.data_dir, only, args.loops)
+    if args.loops:
+        stream, positions, scored, floors = loop_protocol(files)
+        return stream, {"positions": positions, "scored": scored, "floors": floors}, len(used), failed
+    stream = [token for timed in files for token in timed.tokens]
+    return stream, {"positions": [p for timed in files for p in timed.positions]}, len(used), failed
+
+
 def run(args: argparse.Namespace) -> int:
     from lofi_live.model.loader import Model
 
     model = Model.load(args.model, provider=args.provider, window_threads=0)  # big batches: all cores
     only = held_out_names(model) if args.held_out else None
-    stream, used, failed = tokenize_folder(args.data_dir, args.tokenizer, only, model.tokens)
+    if args.files:
+        matching = matching_names(args.data_dir, args.files)
+        only = matching if only is None else only & matching
+    stream, protocol, used, failed = _read(args, model, only)
     if not used:
         # nothing readable: one line naming the folder and the (first) file that failed, no skip notes
+        if not failed:
+            raise LofiError(f"{args.data_dir}: no notes outside the drum channel in any file")
         count = f"{len(failed)} files failed, first" if len(failed) > 1 else "1 file failed"
         raise LofiError(f"{args.data_dir}: no readable MIDI file ({count}: {failed[0]})")
     for line in failed:
         print(f"skipped {line}", file=sys.stderr)
-    if len(stream) <= model.window:
-        raise LofiError(f"{args.data_dir}: only {len(stream)} tokens in {len(used)} readable file(s); "
+    if not args.loops and len(stream) <= model.window:
+        raise LofiError(f"{args.data_dir}: only {len(stream)} tokens in {used} readable file(s); "
                         f"evaluation needs more than the window ({model.window})")
-    result = evaluate_stream(model, stream)
+    result = evaluate_stream(model, stream, **protocol)
     if args.json:
         print(json.dumps(result))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    outside = sum(1 for token in stream[model.window :] if token not in model.index)
-    table = Table(title=f"{model.name} on {args.data_dir}: {len(used)} files, {len(stream)} tokens, {result['n']} positions")
+    scored = protocol.get("scored", range(model.window, len(stream)))
+    outside = sum(1 for i in scored if stream[i] not in model.index)
+    how = ", each played twice, the second pass scored" if args.loops else ""
+    table = Table(title=f"{model.name} on {args.data_dir}: {used} files{how}, {len(stream)} tokens, {result['n']} positions")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("network alone (no loop cache)", justify="right")
     for key, label in (("top1", "top-1"), ("top5", "top-5"), ("nll", "mean NLL (nats)"),
                        ("rhythm_accuracy", "rhythm accuracy (onset / hold / rest)"),
-                       ("onset_top1", "onset top-1"), ("onset_top5", "onset top-5")):
+                       ("onset_top1", "onset top-1"), ("onset_top5", "onset top-5"),
+                       ("onset_pc_jaccard", "onset pitch-class Jaccard")):
         if key in result:
             table.add_row(label, f"{result[key]:.3f}", f"{result['network_' + key]:.3f}")
-    for key, label in (("baseline_unigram_top1", "unigram top-1"), ("baseline_bigram_top1", "bigram top-1"),
-                       ("baseline_bigram_rhythm_accuracy", "bigram rhythm accuracy"),
-                       ("baseline_onset_bigram_top1", "onset bigram top-1")):
+    baselines = [("baseline_unigram_top1", "unigram top-1"), ("baseline_bigram_top1", "bigram top-1"),
+                 ("baseline_bigram_rhythm_accuracy", "bigram rhythm accuracy"),
+                 ("baseline_onset_bigram_top1", "onset bigram top-1")]
+    for name, label in (("copy8", "copy 8 back"), ("copy16", "copy 16 back"), ("copy_adaptive", "adaptive loop copy")):
+        baselines += [(f"baseline_{name}_top1", f"{label} top-1"),
+                      (f"baseline_{name}_rhythm_accuracy", f"{label} rhythm accuracy"),
+                      (f"baseline_{name}_onset_top1", f"{label} onset top-1")]
+    for key, label in baselines:
         if key in result:
             value = result[key]
             table.add_row(label, "n/a (no baselines in the model)" if value is None else f"{value:.3f}", "")

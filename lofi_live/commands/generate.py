@@ -3,8 +3,8 @@
 A seed window (the last ``window`` tokens of ``--seed-midi``, unknown tokens mapped to the nearest known
 one, or a random window of the model's own ``seed_windows``) primes the model; each next token is chosen
 by :class:`lofi_live.model.sampling.Sampler` (argmax at ``--temperature 0``, as the seed did) and fed back through
-the step graph. Only the generated tokens are written, piano, the tempo in the file, in the model's
-tokenization (``Model.tokens``):
+the step graph, with each token's place in the 4/4 bar for a model that reads it. The generated tokens are
+written, piano, the tempo in the file, in a track named ``model``, in the model's tokenization (``Model.tokens``):
 
 * ``seed``: one event per grid step (0.5 beat), each lasting exactly one step, so no note crosses a barline
   and music21 reads the file back to the same tokens;
@@ -13,13 +13,22 @@ tokenization (``Model.tokens``):
   (no hold with nothing sounding, at most 8 rests in a row), so the file reads back to the same grid
   tokens (trailing rests aside, which the tokenizer drops). The repetition guard counts onsets only.
 
+A seed clip is read to its END (:func:`lofi_live.tokens.loops.clip_tokens`, docs/CORPUS_FORMAT.md "Seed
+clips"): the end of its longest track, trailing silence included, rounded up to the whole 4/4 bar. The
+continuation starts on the bar line after it, and the ``.mid`` puts it there (``--with-seed`` writes the clip
+before it as the track ``player (seed)``), so the file lines up with the clip in a DAW.
+
+Continuing a clip, a grid model's choices follow the loop heard in it (``--follow chord``, the default:
+:class:`lofi_live.model.loop_follow.LoopFollower`): ``--variation`` weighs the network against replaying the
+loop (0 replays it), and the network's share keeps to the loop's groove and to the pitch classes sounding in
+it at that point of its cycle. ``--follow off`` leaves every step to the network. A model with a copy gate
+gets the same ``--variation`` (0.5 is its own gate's choice), so one number means the same with every model.
+
 Chords are voiced by :func:`lofi_live.tokens.rules.token_pitches` only. The notes then sound as live
 (:mod:`lofi_live.timing.groove`): ``--swing PCT`` puts every off-beat eighth PCT % of the way through its beat
 (to the tick: 66 is the triplet, 320 of 480 ticks), the velocity is the median of the seed clip's last
 phrase (``--velocity`` sets it), accented on the beat, and ``--humanize`` varies velocities and onsets,
-seeded by ``--seed``. A straight file reads back to the same tokens; a swung one once un-swung. A seed clip is read under the model's
-tokenization (:func:`lofi_live.tokens.midi.file_tokens`); for a grid model the silence from its last note
-to its last bar line becomes rests, so the continuation starts where the clip ends.
+seeded by ``--seed``. A straight file reads back to the same tokens; a swung one once un-swung.
 
 ``--variations N`` (the way Magenta Studio's Continue works in a DAW) writes ``DIR/CLIP-1.mid ...
 CLIP-N.mid``: N continuations of ``--seed-midi CLIP.mid``, each ``--bars`` long at the clip's tempo,
@@ -31,19 +40,23 @@ from __future__ import annotations
 import argparse
 import secrets
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from lofi_live.tokens import grid as grid_tokens
+from lofi_live.tokens import loops
 from lofi_live.tokens.grid import GridGrammar
+from lofi_live.tokens.loops import TimedTokens
 from lofi_live.tokens import rules as token_rules
 from lofi_live.tokens.notes import longest_run, tokens_to_notes
 from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, Dynamics, Groove, Humanize, Swing
-from lofi_live.midi.files import first_tempo_bpm, read_midi, write_midi
+from lofi_live.midi.files import NoteEvent, first_tempo_bpm, read_midi, write_midi
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
+from lofi_live.model.loop_follow import DEFAULT_FOLLOW, DEFAULT_VARIATION, FOLLOW_CHOICES, LoopFollower, parse_variation
 from lofi_live.model.sampling import (
     DEFAULT_LEGATO,
     DEFAULT_MAX_REPEAT,
@@ -59,6 +72,9 @@ from lofi_live.model.sampling import (
     legato_share,
 )
 
+#: Track names: the continuation is the model's; ``--with-seed`` writes the clip as the player's.
+MODEL_TRACK = "model"
+SEED_TRACK = "player (seed)"
 DEFAULT_STEPS = 500
 DEFAULT_BPM = 90.0
 #: Beats per bar: clips and ``--bars`` are counted in 4/4 bars.
@@ -67,7 +83,7 @@ BAR_BEATS = 4
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
-    parser.add_argument("--seed-midi", metavar="FILE", help="prime with the last window of tokens of this MIDI file, continuing from its end (default: a random window of the model's data)")
+    parser.add_argument("--seed-midi", metavar="FILE", help="prime with the last window of tokens of this MIDI file, read to its end rounded up to the bar; the continuation starts on the next bar line (default: a random window of the model's data)")
     parser.add_argument("--steps", type=int, help=f"tokens (0.5-beat steps) to generate (default {DEFAULT_STEPS})")
     parser.add_argument("--bars", type=int, help=f"length in 4/4 bars instead of --steps ({int(BAR_BEATS / token_rules.GRID_BEATS)} steps a bar)")
     parser.add_argument("--variations", type=int, metavar="N", help="write N continuations of --seed-midi CLIP.mid into the folder -o DIR, as CLIP-1.mid ... CLIP-N.mid")
@@ -82,6 +98,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bpm", type=float, help=f"tempo written in the file (default: the tempo of --seed-midi, else {DEFAULT_BPM:g})")
     parser.add_argument("--key", help="lock to a key: C, C#, Db, ... B, or auto (detected from the seed window)")
     parser.add_argument("--scale", help=f"scale of --key: {', '.join(SCALES)} (default minor; auto detects major/minor)")
+    parser.add_argument("--variation", type=parse_variation, metavar="0..1", default=DEFAULT_VARIATION,
+                        help=f"how far a continuation of --seed-midi strays from the loop it heard: 0 replays it, 1 leaves "
+                             f"each step to the network (default {DEFAULT_VARIATION:g}); a model with a copy gate gets it "
+                             "too (0.5 = its own gate)")
+    parser.add_argument("--follow", choices=FOLLOW_CHOICES, default=DEFAULT_FOLLOW,
+                        help="grid models continuing --seed-midi: 'chord' replays the loop heard in the clip and keeps "
+                             "the network's variations on its groove and within the pitch classes sounding in it at "
+                             f"that point of its cycle; 'off' leaves every step to the network (default {DEFAULT_FOLLOW})")
+    parser.add_argument("--with-seed", action="store_true",
+                        help=f"write the --seed-midi clip first, as its own track '{SEED_TRACK}', before the continuation")
     parser.add_argument("--provider", default="auto", choices=PROVIDERS, help="ONNX Runtime provider (default auto)")
     parser.add_argument("-o", "--output", required=True, help="the .mid file to write (with --variations: the folder)")
 
@@ -94,13 +120,18 @@ def write_tokens_midi(
     kind: str = "seed",
     end_beats: float | None = None,
     groove: Groove | None = None,
+    start_beats: float = 0.0,
+    seed_notes: Sequence[NoteEvent] | None = None,
 ) -> Path:
-    """A one-track piano ``.mid`` of the tokens at ``bpm`` (``end_beats``: the clip's length, see write_midi),
-    played with ``groove`` (swing, dynamics, humanize) when given, else straight at the fixed velocity."""
-    notes = tokens_to_notes(tokens, kind, grid_beats)
+    """A piano ``.mid`` of the tokens at ``bpm``, in a track named ``model``, starting ``start_beats`` into the
+    file (the bar line after a seed clip), played with ``groove`` (swing, dynamics, humanize) when given, else
+    straight at the fixed velocity. ``seed_notes``: the clip, written first as its own track ``player (seed)``.
+    ``end_beats``: the file's length (see write_midi)."""
+    notes = [replace(note, start=note.start + start_beats) for note in tokens_to_notes(tokens, kind, grid_beats)]
     if groove is not None:
         notes = groove.notes(notes, bpm)
-    return write_midi(path, [("lofi-live", notes)], bpm=bpm, program=0, end_beats=end_beats)
+    tracks = [(SEED_TRACK, list(seed_notes))] if seed_notes is not None else []
+    return write_midi(path, tracks + [(MODEL_TRACK, notes)], bpm=bpm, program=0, end_beats=end_beats)
 
 
 def make_groove(args: argparse.Namespace, seed: int | None) -> Groove:
@@ -124,19 +155,40 @@ def _check_groove(args: argparse.Namespace) -> None:
         raise LofiError(f"--velocity {args.velocity}: must be in 1..127")
 
 
-def generate_indices(model, seed: Sequence[int], steps: int, sampler: Sampler, allowed: np.ndarray | None = None) -> list[int]:
-    """``steps`` token indices continuing ``seed``, through the model's stepper (a grid model's within :class:`GridGrammar`)."""
+def generate_indices(model, seed: Sequence[int], steps: int, sampler: Sampler, allowed: np.ndarray | None = None,
+                     positions: Sequence[int] | None = None, follower: LoopFollower | None = None,
+                     variation: float | None = None) -> list[int]:
+    """``steps`` token indices continuing ``seed``, through the model's stepper (a grid model's within :class:`GridGrammar`).
+
+    ``positions``: the seed tokens' places in the bar, read by a model with a position input; the continuation
+    goes on from the last one. ``follower``: a :class:`LoopFollower` that has heard the loop, shaping each
+    choice. ``variation``: the copy gate of a model that has one (None: the network's own gate).
+    """
     stepper = model.stepper()
-    probs = stepper.reset(seed)
+    with_positions = getattr(model, "uses_position", False)
+    first = (positions[-1] + 1) % grid_tokens.STEPS_PER_BAR if positions else 0
+    ahead = grid_tokens.bar_positions(steps, first)
+    if getattr(model, "has_copy_gate", False):
+        stepper.variation = variation
+    if with_positions:
+        seed_positions = list(positions) if positions else grid_tokens.bar_positions(len(seed), -len(seed) % grid_tokens.STEPS_PER_BAR)
+        probs = stepper.reset(seed, positions=seed_positions[-len(seed) :])
+    else:
+        probs = stepper.reset(seed)
     grammar = GridGrammar(model.vocabulary) if model.tokens == "grid" else None
     chosen: list[int] = []
     for step in range(steps):
-        token = sampler.choose(probs, allowed if grammar is None else grammar.allowed(allowed))
+        mask = allowed if grammar is None else grammar.allowed(allowed)
+        if follower is not None:
+            probs, mask = follower.shape(probs, mask)
+        token = sampler.choose(probs, mask)
         chosen.append(token)
+        if follower is not None:
+            follower.add(token)
         if grammar is not None:
             grammar.add(model.vocabulary[token])
         if step + 1 < steps:
-            probs = stepper.advance(token)
+            probs = stepper.advance(token, position=ahead[step]) if with_positions else stepper.advance(token)
     return chosen
 
 
@@ -149,50 +201,59 @@ def make_sampler(model, temperature: float, top_k: int | None, seed: int | None,
     return sampler
 
 
-def clip_end_rests(path: str | Path, tokens: Sequence[str]) -> int:
-    """Rests from a clip's last sounding grid step to its end, at most :data:`grid_tokens.MAX_RESTS`.
+@dataclass(frozen=True)
+class Seed:
+    """What primes the model: the window's token indices and bar positions, every heard token (the loop a
+    :class:`LoopFollower` follows), where the continuation starts in the file (beats) and where they came from."""
 
-    The grid drops trailing rests, but a clip ends on a bar line (the end of its longest track rounded up
-    to a 4/4 bar): the silence before it is part of the groove the continuation follows. After the last
-    onset, a clip's tokens are holds only, so its last sounding step is the last onset's step plus them.
+    window: list[int]
+    positions: list[int]
+    heard: list[int]
+    start_beats: float
+    origin: str
+
+
+def clip_tokens(path: str | Path, kind: str) -> TimedTokens:
+    """A seed clip's tokens under a tokenization, with their steps.
+
+    Grid: :func:`lofi_live.tokens.loops.clip_tokens`, the clip read to its end rounded up to the bar, the
+    rests before that bar line included. Seed tokens carry no time: their steps are left empty.
     """
-    midi = read_midi(path)
-    notes = grid_tokens.midi_file_notes(midi)
-    if not notes or not tokens:
-        return 0
-    last_onset = max(i for i, t in enumerate(tokens) if not token_rules.is_rhythm(t))
-    last_step = max(grid_tokens.onset_step(n.start) for n in notes) + len(tokens) - 1 - last_onset
-    bar_ticks = BAR_BEATS * midi.ticks_per_beat
-    end_ticks = max(sum(message.time for message in track) for track in midi.tracks)
-    end_step = -(-end_ticks // bar_ticks) * int(BAR_BEATS / grid_tokens.STEP_BEATS)
-    return max(0, min(grid_tokens.MAX_RESTS, end_step - last_step - 1))
-
-
-def clip_tokens(path: str | Path, kind: str) -> list[str]:
-    """A seed clip's tokens under a tokenization, for a grid model with the rests up to its last bar line."""
+    if kind == "grid":
+        return loops.clip_tokens(path)
     from lofi_live.tokens.midi import file_tokens
 
-    found = file_tokens(path, kind)
-    if kind == "grid":
-        found += [token_rules.REST] * clip_end_rests(path, found)
-    return found
+    return TimedTokens(file_tokens(path, kind), [], loops.clip_end_step(path))
 
 
-def seed_window(model, seed_midi: str | None, rng: np.random.Generator) -> tuple[list[int], str]:
-    """The priming indices and a short description of where they came from."""
+def seed_context(model, seed_midi: str | None, rng: np.random.Generator) -> Seed:
+    """The priming window (the last ``window`` tokens of the clip, or a random seed window of the model)."""
     if seed_midi:
-        found = clip_tokens(seed_midi, model.tokens)
+        clip = clip_tokens(seed_midi, model.tokens)
+        found = clip.tokens
         if not any(not token_rules.is_rhythm(t) for t in found):
             drums = " (drums on channel 10 are left out)" if model.tokens == "grid" else ""
             raise LofiError(f"{seed_midi}: no notes to continue{drums}")
         indices = model.encode(found)
         unknown = sum(1 for t in found[-model.window :] if t not in model.index)
         note = f", {unknown} mapped to the nearest known token" if unknown else ""
-        return indices[-model.window :], f"last {min(len(indices), model.window)} {model.tokens} tokens of {Path(seed_midi).name}{note}"
+        origin = f"last {min(len(indices), model.window)} {model.tokens} tokens of {Path(seed_midi).name}{note}"
+        positions = clip.positions or grid_tokens.bar_positions(len(indices), -len(indices) % grid_tokens.STEPS_PER_BAR)
+        start = clip.end_step * grid_tokens.STEP_BEATS
+        return Seed(indices[-model.window :], positions[-model.window :], indices, start, origin)
     if not model.seed_windows:
         raise LofiError(f"{model.path}: the model has no seed_windows; pass --seed-midi FILE")
     pick = int(rng.integers(len(model.seed_windows)))
-    return list(model.seed_windows[pick]), f"seed window {pick} of the model"
+    window = list(model.seed_windows[pick])
+    # a seed window carries no time: it is read as ending on a bar line, so the continuation starts on one
+    positions = grid_tokens.bar_positions(len(window), -len(window) % grid_tokens.STEPS_PER_BAR)
+    return Seed(window, positions, window, 0.0, f"seed window {pick} of the model")
+
+
+def seed_window(model, seed_midi: str | None, rng: np.random.Generator) -> tuple[list[int], str]:
+    """The priming indices and a short description of where they came from."""
+    seed = seed_context(model, seed_midi, rng)
+    return seed.window, seed.origin
 
 
 def scale_lock(model, key: str | None, scale: str | None, seed_tokens: Sequence[str]) -> ScaleLock | None:
@@ -249,6 +310,26 @@ def _check_output(args: argparse.Namespace, output: Path) -> None:
         raise LofiError(f"{output}: is a file; --variations writes CLIP-1.mid ... into a folder")
 
 
+def make_follower(model, args: argparse.Namespace, seed: Seed) -> LoopFollower | None:
+    """The loop rule of ``--follow`` and ``--variation`` for a grid model continuing a clip (else None)."""
+    if model.tokens != "grid" or not args.seed_midi or args.follow == "off":
+        return None
+    follower = LoopFollower(model.vocabulary, args.variation, legato=args.legato)
+    follower.hear(seed.heard)
+    return follower
+
+
+def _continue(model, args: argparse.Namespace, seed: Seed, steps: int, lock: ScaleLock | None, number_seed: int | None
+              ) -> list[str]:
+    """One continuation's tokens with the sampler, loop rule and variation the options ask for (with a loop rule,
+    legato applies to the network's share only, see LoopFollower)."""
+    follower = make_follower(model, args, seed)
+    sampler = make_sampler(model, args.temperature, args.top_k or None, number_seed, args.max_repeat or None,
+                           0.0 if follower else args.legato)
+    return model.decode(generate_indices(model, seed.window, steps, sampler, lock.mask if lock else None,
+                                         seed.positions, follower, args.variation))
+
+
 def run(args: argparse.Namespace) -> int:
     from lofi_live.model.loader import Model
 
@@ -258,37 +339,42 @@ def run(args: argparse.Namespace) -> int:
         raise LofiError("--bpm must be between 1 and 999")
     if args.max_repeat < 0:
         raise LofiError(f"--max-repeat must be 0 or more, not {args.max_repeat}")
+    if args.with_seed and not args.seed_midi:
+        raise LofiError("--with-seed needs --seed-midi CLIP.mid, the clip to write before the continuation")
     _check_groove(args)
     bpm = args.bpm or (first_tempo_bpm(read_midi(args.seed_midi), DEFAULT_BPM) if args.seed_midi else DEFAULT_BPM)
     started = time.perf_counter()
     model = Model.load(args.model, provider=args.provider)
     steps = _steps(args, model.grid_beats)
-    seed, origin = seed_window(model, args.seed_midi, np.random.default_rng(args.seed))
-    lock = scale_lock(model, args.key, args.scale, model.decode(seed))
-    end_beats = steps * model.grid_beats if args.bars is not None else None
+    seed = seed_context(model, args.seed_midi, np.random.default_rng(args.seed))
+    lock = scale_lock(model, args.key, args.scale, model.decode(seed.window))
+    end_beats = seed.start_beats + steps * model.grid_beats if args.bars is not None else None
+    clip = grid_tokens.file_notes(args.seed_midi) if args.with_seed else None
     key = f", key {key_name(lock.key_pc, lock.scale)}" if lock else ""
     swing = f", swing {args.swing:g}" if args.swing != 50 else ""
-    settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}{swing}"
+    follow = make_follower(model, args, seed)
+    loop = (f", following a loop of {follow.period} steps (variation {follow.variation:g})"
+            if follow and follow.active else "")
+    settings = f"temperature {args.temperature:g}, top-k {args.top_k or 'all'}{key}{swing}{loop}"
+    where = f", from beat {seed.start_beats:g} (the bar after the clip)" if args.seed_midi else ""
     if args.variations is None:
-        sampler = make_sampler(model, args.temperature, args.top_k or None, args.seed, args.max_repeat or None,
-                               args.legato)
-        generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
-        write_tokens_midi(output, generated, bpm, model.grid_beats, model.tokens, end_beats, make_groove(args, args.seed))
-        print(f"wrote {output}: {describe(generated, model.tokens)}, {steps * model.grid_beats:g} beats at {bpm:g} BPM; "
-              f"model {model.name} on {model.provider}, {origin}, {settings}; {time.perf_counter() - started:.2f} s")
+        generated = _continue(model, args, seed, steps, lock, args.seed)
+        write_tokens_midi(output, generated, bpm, model.grid_beats, model.tokens, end_beats, make_groove(args, args.seed),
+                          seed.start_beats, clip)
+        print(f"wrote {output}: {describe(generated, model.tokens)}, {steps * model.grid_beats:g} beats at {bpm:g} BPM"
+              f"{where}; model {model.name} on {model.provider}, {seed.origin}, {settings}; "
+              f"{time.perf_counter() - started:.2f} s")
         return 0
     base = args.seed if args.seed is not None else secrets.randbelow(2**31)
     stem = Path(args.seed_midi).stem
     output.mkdir(parents=True, exist_ok=True)
     for number in range(1, args.variations + 1):
-        sampler = make_sampler(model, args.temperature, args.top_k or None, base + number - 1, args.max_repeat or None,
-                               args.legato)
-        generated = model.decode(generate_indices(model, seed, steps, sampler, lock.mask if lock else None))
+        generated = _continue(model, args, seed, steps, lock, base + number - 1)
         path = write_tokens_midi(output / f"{stem}-{number}.mid", generated, bpm, model.grid_beats, model.tokens, end_beats,
-                                 make_groove(args, base + number - 1))
+                                 make_groove(args, base + number - 1), seed.start_beats, clip)
         print(f"wrote {path}: {describe(generated, model.tokens)}, seed {base + number - 1}")
     bars = steps * model.grid_beats / BAR_BEATS
-    print(f"{args.variations} variations of {Path(args.seed_midi).name}, {bars:g} bars each at {bpm:g} BPM "
-          f"(--seed {base} makes them again); model {model.name} on {model.provider}, {origin}, {settings}; "
+    print(f"{args.variations} variations of {Path(args.seed_midi).name}, {bars:g} bars each at {bpm:g} BPM{where} "
+          f"(--seed {base} makes them again); model {model.name} on {model.provider}, {seed.origin}, {settings}; "
           f"{time.perf_counter() - started:.2f} s")
     return 0

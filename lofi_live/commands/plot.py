@@ -1,8 +1,11 @@
 """``lofi-live plot SESSION.mid -o roll.png``: a piano roll of a session, player against model.
 
 Tracks named ``player`` and ``model`` (as :class:`lofi_live.recording.session.Session` writes them) get
-their own colours; a file without those names is drawn by track order (first track with notes
-= player, second = model, others in further colours). The x axis is in beats with a line on
+their own colours, and so do tracks named ``player (...)`` / ``model (...)``: ``lofi-live generate`` writes its
+continuation as ``model`` and, with ``--with-seed``, the clip it heard as ``player (seed)``. A track named
+``lofi-live`` (``generate``'s files before the track was named ``model``) is the model's. A file without
+those names is drawn by track order (first track with notes = player, second = model, others in further
+colours). The x axis is in beats with a line on
 every 0.5-beat grid step and stronger bar lines (from the file's time signature, 4/4 by default).
 matplotlib is an optional dependency (``pip install lofi-live[plot]``), imported only when drawing,
 and used through its Agg canvas without pyplot, so no GUI backend or global state is touched.
@@ -24,6 +27,8 @@ from lofi_live.tokens.rules import GRID_BEATS, midi_to_note
 #: Colours of the player, the model and any further part (colour-blind safe: blue, orange, ...).
 PART_COLOURS = {"player": "#1f77b4", "model": "#ff7f0e"}
 EXTRA_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+#: Track names of the model's notes in older files (``generate`` named its only track so).
+MODEL_ALIASES = ("lofi-live",)
 #: Widest figure drawn, in inches: a long session gets a dense x axis rather than a huge PNG.
 MAX_WIDTH_IN = 40.0
 
@@ -45,29 +50,36 @@ def beats_per_bar(midi: mido.MidiFile) -> float:
 
 
 def group_parts(found: Sequence[tuple[str, NoteEvent]]) -> dict[str, list[NoteEvent]]:
-    """``{label: notes}`` with ``player`` then ``model`` first.
+    """``{label: notes}`` with the player's parts, then the model's, first.
 
-    Named tracks keep their names; when neither ``player`` nor ``model`` is present, the tracks
-    with notes are labelled by order: ``player``, ``model``, then their own names.
+    Named tracks keep their names (a :data:`MODEL_ALIASES` track becomes ``model``); when no track is the
+    player's or the model's (``player``, ``model``, ``player (...)``, ``model (...)``), the tracks with notes
+    are labelled by order: ``player``, ``model``, then their own names.
     """
     by_track: dict[str, list[NoteEvent]] = {}
     for name, note in found:
-        by_track.setdefault(name, []).append(note)
-    if not ({"player", "model"} & set(by_track)):
+        by_track.setdefault("model" if name.strip().lower() in MODEL_ALIASES else name, []).append(note)
+    if not any(_part(label) for label in by_track):
         renamed: dict[str, list[NoteEvent]] = {}
         for index, (name, notes) in enumerate(by_track.items()):
             label = ("player", "model")[index] if index < 2 else name
             renamed[f"{label} ({name})" if label != name else label] = notes
         by_track = renamed
-    order = sorted(by_track, key=lambda label: (0 if label.startswith("player") else 1 if label.startswith("model") else 2))
+    order = sorted(by_track, key=lambda label: {"player": 0, "model": 1}.get(_part(label) or "", 2))
     return {label: by_track[label] for label in order}
 
 
-def colour_of(label: str, index: int) -> str:
-    for part, colour in PART_COLOURS.items():
+def _part(label: str) -> str | None:
+    """``player`` or ``model`` when a label names that part (``model``, ``player (seed)``), else None."""
+    for part in PART_COLOURS:
         if label == part or label.startswith(part + " "):
-            return colour
-    return EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
+            return part
+    return None
+
+
+def colour_of(label: str, index: int) -> str:
+    part = _part(label)
+    return PART_COLOURS[part] if part else EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
 
 
 def _draw_grid(ax, end: float, bar: float, pixels_per_beat: float) -> None:

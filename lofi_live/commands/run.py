@@ -122,6 +122,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", action="store_true", help="no start-up lines and no terminal view")
     out.add_argument("--config", default=None, help="controls TOML file: CC mapping and option defaults "
                      "(default ~/.config/lofi-live/config.toml when it exists)")
+    out.add_argument("--web", default=None, metavar="[HOST:]PORT",
+                     help="serve the control surface in the browser (piano roll, knobs, sessions) on PORT of 127.0.0.1 "
+                     "(0: a free port; another HOST must be named and is warned about); needs the [web] extra; docs/WEB.md")
     out.add_argument("--learn", action="store_true", help="first map the controller's knobs and buttons (one prompt per "
                      "action), save them to the config file, then play")
     out.add_argument("--learn-timeout", type=_positive, default=10.0, metavar="SECONDS",
@@ -150,6 +153,10 @@ def _check(args: argparse.Namespace) -> None:
         swing_fraction(args.swing)
     except ValueError as error:
         raise LofiError(str(error)) from None
+    if args.web is not None:
+        from lofi_live.live.web import check
+
+        check(args.web)  # before loading anything: the extra, the address
 
 
 class _Logging(logging.Handler):
@@ -294,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     deliver = [inbox.put if args.learn else engine.on_message]
     ports = MidiPorts(args.backend, lambda message: deliver[0](message), args.in_port, args.out_port, args.name,
                       on_event=engine.on_port_event)
-    session = None
+    session = surface = None
     stop = threading.Event()
     previous: dict[int, object] = {}
     try:
@@ -333,9 +340,16 @@ def run(args: argparse.Namespace) -> int:
             print("lofi-live: Ctrl-C to stop", flush=True)
 
         engine.start()
+        if args.web is not None:
+            from lofi_live.live.web.server import open_surface
+
+            with _normal_priority():  # its thread never competes with the engine's real-time ones
+                surface = open_surface(args.web, engine, getattr(controls, "ranges", None), len(models), args.record)
         _play(engine, session, args, stop)
     finally:
         ended = _stop_engine(engine, ports.send)
+        if surface is not None:
+            surface.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         ports.close()

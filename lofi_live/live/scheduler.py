@@ -193,4 +193,5 @@ class Scheduler:
 
     def view(self) -> dict[str, Any]:
         """The scheduler's part of the view's snapshot."""
-        return {"clock": self.clock.source, "bpm": self.clock.bpm, "step": max(self.step, 0), "swing": self.swing.pct}
+        return {"clock": self.clock.source, "bpm": self.clock.bpm, "step": max(self.step, 0), "swing": self.swing.pct,
+                "next_boundary": self.emit_at() or 0.0}

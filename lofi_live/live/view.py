@@ -59,6 +59,7 @@ class EngineStatus:
     key_lock: bool = False  # the key lock is on (``key`` then names the key, or "auto")
     notes_player: int = 0  # note-ons played since the start
     notes_model: int = 0  # note-ons the model answered with
+    next_boundary: float = 0.0  # perf_counter time the next grid step is sent (0: not known yet)
 
 
 def render_header(status: EngineStatus) -> Table:
