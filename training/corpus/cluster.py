@@ -98,7 +98,7 @@ def parse_on_dask(client: Any, jobs: Sequence[tuple], cache_dir: Path | None) ->
                             "again (with the cache, files already parsed are not parsed again)") from None
         future.release()
         if result.tokens is not None:
-            _write_cache(cache_dir, result.sha256, kind, result.tokens, tracks)
+            _write_cache(cache_dir, result.sha256, kind, result.tokens, tracks, result.positions)
         yield result
 
 
@@ -152,7 +152,7 @@ def write_shards(
         pending.setdefault(number, []).append(result)
         if len(pending[number]) == expected[number]:
             done = sorted((r for r in pending.pop(number) if r.tokens), key=lambda r: r.path)
-            lines = "".join(json.dumps({"path": r.path, "sha256": r.sha256, "tokens": r.tokens},
+            lines = "".join(json.dumps(r.entry(),
                                        separators=(",", ":")) + "\n" for r in done)
             _write_atomic(folder / shard_name(number), gzip.compress(lines.encode(), mtime=0))
             shards[number] = {"name": shard_name(number), "files": len(done),

@@ -36,7 +36,7 @@ import numpy as np
 
 from lofi_live.errors import LofiError
 from lofi_live.model.format import encode_inputs
-from training.fit import sequences
+from training.fit import sequences, variation
 from training.corpus.prepare import corpus_tokens, load_corpus
 from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, get_preset
 from training.runs import (
@@ -90,6 +90,11 @@ def build_data(
     if int(options.get("loop_times") or 1) > 1:
         train = sequences.loop_files(train, int(options["loop_times"]))
     train_aug = sequences.augment(train, options["transpose"])
+    validation_names = [f.name for f in val]
+    if options.get("vary_loops"):  # loops played 2..K times with variation, all files in one shuffled stream
+        train_aug = variation.loop_stream(train_aug, int(options["vary_loops"]), int(options.get("vary_rounds") or 1),
+                                          options["seed"])
+        val = variation.validation_stream(val)
     if vocabulary is None:
         extra: list[sequences.TokenFile] = []
         for path in options["vocab_corpora"]:
@@ -116,7 +121,7 @@ def build_data(
             "files": len(files),
             "tokens": sum(len(f.tokens) for f in files),
             "train_files": len(train),
-            "validation_files": [f.name for f in val],
+            "validation_files": validation_names,
             "train_windows": len(train_windows),
             "stride": stride,
             "validation_windows": len(val_windows),
@@ -124,10 +129,13 @@ def build_data(
             "oversample": options["oversample"],
             "loop_short": bool(options.get("loop_short")),
             "loop_times": int(options.get("loop_times") or 1),
+            "vary_loops": int(options.get("vary_loops") or 0),
+            "vary_rounds": int(options.get("vary_rounds") or 1),
             "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
-            # a file of at most `window` tokens gives no window (--loop-short repeats it until it does)
-            "train_files_without_window": sum(1 for f in train if len(f.tokens) <= window),
-            "validation_files_without_window": sum(1 for f in val if len(f.tokens) <= window),
+            # a file of at most `window` tokens gives no window (--loop-short repeats it until it does; under
+            # --vary-loops the files are one stream, which gives windows)
+            "train_files_without_window": 0 if options.get("vary_loops") else sum(len(f.tokens) <= window for f in train),
+            "validation_files_without_window": sum(len(f.tokens) <= window for f in val),
         },
         "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
         # fitted on the training tokens as trained on (in all 12 keys with --transpose)
@@ -138,20 +146,24 @@ def build_data(
 
 def make_dataset(
     windows: sequences.WindowSet | StreamedWindows, encoding: str, vocab: int, batch_size: int, shuffle: bool,
-    seed: int, sequence: bool = False,
+    seed: int, sequence: bool = False, position: bool = False,
 ) -> Any:
     """A tf.data pipeline cutting windows out of the flat index array batch by batch.
 
     Inputs are the graph's encoding of the tokens (:func:`lofi_live.model.format.encode_inputs`, the
     function the runtime feeds the exported graphs with). Targets are ``[N]`` (the token after the
     window), or ``[N, window]`` with ``sequence`` (the next token at every position, ``ids[s+1 : s+window+1]``).
+    With ``position`` the inputs are ``{"tokens", "positions"}``: each step's position in its bar beside it.
     """
     if not isinstance(windows, sequences.WindowSet):  # streamed shards: training.fit.stream.StreamedWindows
+        if position:
+            raise LofiError("a preset with bar positions trains on corpus files: merge the shards (lofi-train merge)")
         return windows.dataset(encoding, batch_size, shuffle, seed, sequence)
     import tensorflow as tf
 
     ids = tf.constant(windows.ids)
     encoded = tf.constant(encode_inputs(windows.ids, encoding, vocab))
+    steps = tf.constant(windows.positions if windows.positions is not None else np.zeros(len(windows.ids), np.int32))
     offsets = tf.range(windows.window, dtype=tf.int64)
     data = tf.data.Dataset.from_tensor_slices(windows.starts)
     if shuffle:
@@ -163,6 +175,8 @@ def make_dataset(
             targets = tf.gather(ids, starts[:, None] + 1 + offsets[None, :])
         else:
             targets = tf.gather(ids, starts + windows.window)
+        if position:
+            return {"tokens": inputs, "positions": tf.gather(steps, starts[:, None] + offsets[None, :])}, targets
         return inputs, targets
 
     return data.batch(batch_size).map(cut).prefetch(2)
@@ -180,6 +194,8 @@ def new_options(args: argparse.Namespace) -> dict[str, Any]:
         "oversample": args.oversample,
         "loop_short": args.loop_short,
         "loop_times": args.loop_times,
+        "vary_loops": args.vary_loops,
+        "vary_rounds": args.vary_rounds,
         "learning_rate": args.learning_rate,
         "val_fraction": args.val_fraction,
         "val_files": args.val_files,
@@ -392,13 +408,13 @@ def fit(args: argparse.Namespace) -> int:
     # A resumed run shuffles with another seed, so it does not replay the first epochs' order.
     shuffle_seed = options["seed"] + epochs_done
     train_data = make_dataset(train_windows, preset.input_encoding, vocab, batch_size, True, shuffle_seed,
-                              preset.sequence)
+                              preset.sequence, preset.position)
     steps_per_epoch = None
     if args.epoch_windows and args.epoch_windows < len(train_windows):
         train_data = train_data.repeat()
         steps_per_epoch = -(-args.epoch_windows // batch_size)
     val_data = (make_dataset(val_windows, preset.input_encoding, vocab, batch_size, False, options["seed"],
-                             preset.sequence) if len(val_windows) else None)
+                             preset.sequence, preset.position) if len(val_windows) else None)
     # Sequence presets keep the checkpoint whose last window position (what the live engine
     # predicts from) scores best: their all-position loss mostly rates predictions from short context.
     monitor = ("val_" if val_data is not None else "") + ("last_loss" if preset.sequence else "loss")
@@ -482,6 +498,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop-times", type=int, default=1, metavar="K",
                         help="play every training file K times in a row, padded to whole bars (loop corpora: "
                         "teaches carrying a loop on; default 1)")
+    parser.add_argument("--vary-loops", type=int, default=0, metavar="K",
+                        help="play every training file 2..K times, each repeat varied (onsets dropped or shifted, "
+                        "chords thinned), all files in one shuffled stream; validation files are played twice "
+                        "(loop corpora: teaches copying a loop and varying it; default 0: off)")
+    parser.add_argument("--vary-rounds", type=int, default=1, metavar="R",
+                        help="with --vary-loops, R such streams, each with its own order and changes (default 1)")
     parser.add_argument("--oversample", type=int, metavar="MAX_CLASS",
                         help="repeat windows of next tokens seen fewer than MAX_CLASS times up to MAX_CLASS")
     parser.add_argument("--val-fraction", type=float, default=0.1,
@@ -505,7 +527,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    optional = (args.batch_size, args.epoch_windows, args.stride, args.loop_times)
+    optional = (args.batch_size, args.epoch_windows, args.stride, args.loop_times, args.vary_rounds)
     if args.epochs < 1 or args.window < 1 or any(v is not None and v < 1 for v in optional):
         raise LofiError("--epochs, --window, --batch-size, --epoch-windows, --stride and --loop-times must be at least 1")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:
