@@ -187,6 +187,8 @@ def export(
         raise LofiError(f"{source}: model has {model.output_shape[-1]} outputs "
                         f"but the run's vocabulary has {vocab} tokens")
     units = lstm_units(model)
+    if run["preset"] == "lstm-pointer":
+        return _export_pointer(run, run_dir, source, target, model, windows, loop_cache)
     dtype = tf.int32 if encoding == "index" else tf.float32
     tail = [] if encoding == "index" else [1]
     # any context length up to the window: a short context is read as it is (docs/MODEL_FORMAT.md)
@@ -215,6 +217,39 @@ def export(
         raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
                         f"tolerance {PARITY_TOLERANCE:g}); nothing written")
 
+    return _write_export(run, run_dir, source, target, window_graph, step_graph, units, parity, step_parity,
+                         loop_cache)
+
+
+def _export_pointer(run: dict[str, Any], run_dir: Path, source: Path, target: Path, model: Any,
+                    windows: np.ndarray, loop_cache: LoopCache) -> dict[str, Any]:
+    """The ``lstm-pointer`` preset's graphs (:mod:`training.export_pointer`), checked, then written."""
+    from training import export_pointer
+
+    window = int(run["window"])
+    window_graph, step_graph, parity, step_parity, pointer = export_pointer.graphs(
+        model, len(run["vocabulary"]), window, windows, convert, session)
+    print(f"parity over contexts of {', '.join(map(str, export_pointer.parity_lengths(window)))} tokens "
+          f"({min(8, len(windows))} seed windows): ONNX window graph vs Keras max abs diff {parity:.3g}; step graph "
+          f"(each context from zero state and an empty cache) vs window graph {step_parity:.3g}")
+    if parity > PARITY_TOLERANCE or step_parity > PARITY_TOLERANCE:
+        raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
+                        f"tolerance {PARITY_TOLERANCE:g}); nothing written")
+    return _write_export(run, run_dir, source, target, window_graph, step_graph, [pointer["units"]], parity,
+                         step_parity, loop_cache, pointer)
+
+
+def _write_export(run: dict[str, Any], run_dir: Path, source: Path, target: Path, window_graph: bytes,
+                  step_graph: bytes | None, units: Sequence[int], parity: float, step_parity: float,
+                  loop_cache: LoopCache, pointer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Bind, describe, self-check and write the graphs and the JSON of an export whose parity passed."""
+    import tensorflow as tf
+    import tf2onnx
+    from training.tfsetup import quiet_keras
+
+    keras = quiet_keras()
+    vocabulary, window, encoding = run["vocabulary"], int(run["window"]), run["input_encoding"]
+    windows = np.asarray(run.get("seed_windows") or [], dtype=np.int64)
     stem = output_stem(target)
     name = stem.name
     window_graph = bind_graph(window_graph, vocabulary, window)
@@ -240,6 +275,7 @@ def export(
             "tf2onnx": tf2onnx.__version__,
             "opset": OPSET,
         },
+        pointer=pointer,
     )
     # the runtime's own check of the fields, before anything is written
     model_format.check(description, Path(f"{stem}.json"))

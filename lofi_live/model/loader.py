@@ -48,6 +48,8 @@ from lofi_live.model.format import (
     state_output,
     vocabulary_digest,
 )
+from lofi_live.model import pointer as pointer_graphs
+from lofi_live.model.pointer import PointerStepper, check_variation, default_positions, mix
 from lofi_live.model.steppers import Stepper, WindowStepper, repeat_to_window
 
 #: Environment variable naming the model used when ``--model`` is not given.
@@ -295,6 +297,8 @@ class Model:
         self.grid_beats, self.tokens, self.encoding = described.grid_beats, described.tokens, described.encoding
         self.seed_windows, self._baselines = described.seed_windows, described.baselines
         self.loop_cache = described.loop_cache
+        self.pointer = described.pointer
+        self._positions = described.position
         window_graph, step_graph = described.window_graph, described.step_graph
 
         window_file, window_bytes = _read_graph(json_path, window_graph, "window")
@@ -357,14 +361,21 @@ class Model:
         session = self._window_session
         in_name, out_name = graph.input, graph.output
         inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1:
+        if self.uses_position:
+            pointer_graphs.check_window_graph(self, where, session)
+        elif len(inputs) != 1:
             raise _fail(where, f"the window graph has {len(inputs)} inputs, expected 1 ({in_name!r})")
-        self._check_input(where, inputs[0], in_name, self.window)
+        else:
+            self._check_input(where, inputs[0], in_name, self.window)
         names = [o.name for o in outputs]
         if out_name not in names:
             raise _fail(where, f"no output {out_name!r} (outputs: {', '.join(names)})")
         size = len(self.vocabulary)
-        probs = self._run_window(np.zeros((1, self.window), np.int64), session, in_name, out_name)
+        if self.uses_position:
+            zeros = np.zeros((1, self.window), np.int32)
+            probs = session.run([out_name], {"tokens": zeros, "positions": zeros})[0]
+        else:
+            probs = self._run_window(np.zeros((1, self.window), np.int64), session, in_name, out_name)
         if probs.shape != (1, size):
             raise _fail(where, f"output size {probs.shape[-1]} differs from the vocabulary size {size} in {self.path.name}")
         if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1) > 1e-3:
@@ -377,6 +388,10 @@ class Model:
         session = self._step_session
         in_name, out_name, states = graph.input, graph.output, graph.states
         inputs = {node.name: node for node in session.get_inputs()}
+        if self.pointer is not None:
+            self.states = [(name, units) for name, units in states]
+            pointer_graphs.check_step_graph(self, where, session)
+            return
         expected_inputs = [in_name] + [name for name, _ in states]
         if sorted(inputs) != sorted(expected_inputs):
             raise _fail(where, f"step graph inputs are {sorted(inputs)}, the JSON says {sorted(expected_inputs)}")
@@ -435,6 +450,16 @@ class Model:
         return self._step_session is not None
 
     @property
+    def uses_position(self) -> bool:
+        """Whether the model reads each step's position in the 4/4 bar beside its token (``"position": true``)."""
+        return self._positions
+
+    @property
+    def has_copy_gate(self) -> bool:
+        """Whether the model copies from its window through a gate that ``variation`` moves (a ``pointer`` section)."""
+        return self.pointer is not None
+
+    @property
     def free_length(self) -> bool:
         """Whether the window graph takes contexts of any length up to ``window`` (every export since short
         contexts were defined); an older window graph takes exactly ``window`` tokens."""
@@ -463,24 +488,48 @@ class Model:
         session = session or self._window_session
         return session.run([out_name or self._window_out], {in_name or self._window_in: self.feed(windows)})[0]
 
-    def window_probs(self, windows: np.ndarray, batch: int = 1024, cache: bool = True) -> np.ndarray:
+    def window_probs(self, windows: np.ndarray, positions: np.ndarray | None = None, batch: int = 1024,
+                     cache: bool = True, variation: float | None = None) -> np.ndarray:
         """Next-token probabilities ``(N, V)`` for contexts of token indices ``(N, L)``, ``1 <= L <= window``.
 
         A context shorter than the window is read as it is, from zero state (docs/MODEL_FORMAT.md, "Short
         contexts"), the same answer a :class:`Stepper` gives after those tokens. With ``cache`` (the
         default, as played) the model's loop cache is mixed in; ``cache=False`` gives the network alone.
+        ``positions`` (same shape, bar positions 0-7) feed a model that :attr:`uses_position`; left out, each
+        context's first token is on a downbeat. ``variation`` moves a copy gate (:mod:`lofi_live.model.pointer`;
+        None: the network's own); models without one ignore both.
         """
         windows = np.asarray(windows)
+        variation = check_variation(variation)
         if windows.ndim == 1:
             windows = windows[None, :]
+            positions = None if positions is None else np.asarray(positions)[None, :]
         if windows.ndim != 2 or not 1 <= windows.shape[1] <= self.window:
             raise ValueError(f"windows must be shaped (N, L) with 1 <= L <= {self.window}, got {windows.shape}")
         if len(windows) and (windows.min() < 0 or windows.max() >= len(self.vocabulary)):
             raise ValueError("token index outside the vocabulary")
-        probs = self._network_probs(windows, batch)
+        if self.uses_position:
+            steps = (np.tile(default_positions(windows.shape[1]), (len(windows), 1)) if positions is None
+                     else np.asarray(positions))
+            if steps.shape != windows.shape:
+                raise ValueError(f"positions shaped {steps.shape} differ from the windows' {windows.shape}")
+            probs = self._pointer_probs(windows, steps % 8, batch, variation)
+        else:
+            probs = self._network_probs(windows, batch)
         if cache and self.loop_cache.active:
             probs = np.stack([self.loop_cache.mix(row, window) for row, window in zip(probs, windows)])
         return probs
+
+    def _pointer_probs(self, contexts: np.ndarray, positions: np.ndarray, batch: int,
+                       variation: float | None) -> np.ndarray:
+        """A position (and copy-gate) model's window graph on checked contexts, mixed under ``variation``."""
+        names = list(pointer_graphs.POINTER_OUTPUTS) if self.has_copy_gate else [self._window_out]
+        found = []
+        for i in range(0, len(contexts), batch):
+            feeds = {"tokens": contexts[i:i + batch].astype(np.int32), "positions": positions[i:i + batch].astype(np.int32)}
+            out = self._window_session.run(names, feeds)
+            found.append(mix(out[1], out[2], out[3], variation) if self.has_copy_gate else out[0])
+        return np.concatenate(found) if found else np.zeros((0, len(self.vocabulary)), np.float32)
 
     def _network_probs(self, contexts: np.ndarray, batch: int = 1024) -> np.ndarray:
         """The network's probabilities for checked contexts ``(N, L)``, under the short-context rule.
@@ -516,8 +565,10 @@ class Model:
             states = outputs[1:]
         return outputs[0], states
 
-    def stepper(self) -> "Stepper | WindowStepper":
+    def stepper(self) -> "Stepper | WindowStepper | PointerStepper":
         """A fresh incremental predictor (step graph when exported, else the window graph)."""
+        if self.has_copy_gate and self.has_step_graph:
+            return PointerStepper(self)
         return Stepper(self) if self.has_step_graph else WindowStepper(self)
 
     def __repr__(self) -> str:

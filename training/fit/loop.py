@@ -111,6 +111,8 @@ def build_data(
         train_windows = sequences.oversample(train_windows, options["oversample"])
     val_windows = sequences.make_windows(val, vocabulary, window)
     plain = sequences.make_windows(train, vocabulary, window)
+    if not len(plain):  # loops shorter than the window (--vary-loops): the seed windows come from the stream
+        plain = train_windows
     picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
     fields = {
         "tokens": kinds.pop(),
