@@ -56,18 +56,25 @@ def _head(pointer: Any, vocab: int, state: Any, keys: Any, following: Any, valid
 
 
 def window_function(model: Any, vocab: int) -> Callable[[Any, Any], list[Any]]:
-    """The last position's head parts for contexts ``tokens``/``positions`` ``[N, L]``."""
+    """The last position's head parts for contexts ``tokens``/``positions`` ``[N, L]``, then every step's key
+    and the LSTM state after the last token: what the step graph needs to go on from this context."""
+    import keras
     import tensorflow as tf
 
     tokens_layer, positions_layer, lstm, pointer = _layers(model)
+    # the same weights in a layer that also returns its final state
+    stateful = keras.layers.LSTM(lstm.units, return_sequences=True, return_state=True)
+    stateful.build((None, None, lstm.input.shape[-1]))
+    stateful.set_weights(lstm.get_weights())
 
     def window(tokens: Any, positions: Any) -> list[Any]:
-        states = lstm(tf.concat([tokens_layer(tokens), positions_layer(positions)], axis=-1), training=False)
+        states, h, c = stateful(tf.concat([tokens_layer(tokens), positions_layer(positions)], axis=-1), training=False)
+        keys = pointer.key(states)
         # every step's key; the last step has no next token yet, so it is masked out (no empty tensors at L = 1)
         length = tf.shape(tokens)[1]
         following = tf.concat([tokens[:, 1:], tokens[:, -1:]], axis=1)
         earlier = tf.cast(tf.range(length) < length - 1, tf.float32)[None, :] * tf.ones_like(states[:, :, 0])
-        return _head(pointer, vocab, states[:, -1], pointer.key(states), following, earlier)
+        return [*_head(pointer, vocab, states[:, -1], keys, following, earlier), keys, h, c]
 
     return window
 
@@ -154,7 +161,7 @@ def graphs(model: Any, vocab: int, window: int, seed_windows: np.ndarray,
     lstm, pointer = model.get_layer("lstm"), model.get_layer("pointer")
     units, key_dim = int(lstm.units), int(pointer.key_dim)
     window_specs, step_specs = specs(window, units, key_dim)
-    window_graph = convert(window_function(model, vocab), window_specs, list(outputs))
+    window_graph = convert(window_function(model, vocab), window_specs, [*outputs, "keys", "h0_out", "c0_out"])
     step_graph = convert(step_function(model, vocab), step_specs, [*outputs, "h0_out", "c0_out", "key"])
     tokens = seed_windows[:8].astype(np.int32)
     positions = np.tile(np.arange(window) % BAR_POSITIONS, (len(tokens), 1)).astype(np.int32)

@@ -177,6 +177,13 @@ def keras_checkpoint(model, given: str | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
+def _rows(feeds, start: int, stop: int):
+    """Rows ``start:stop`` of a Keras input: one array, or a dict of them (a model with positions)."""
+    if isinstance(feeds, dict):
+        return {name: value[start:stop] for name, value in feeds.items()}
+    return feeds[start:stop]
+
+
 def keras_window(model, calls: int, checkpoint: str | None = None) -> tuple[dict | None, str | None]:
     """The seed's per-step ``model.predict`` on the window, with the export's own Keras checkpoint.
 
@@ -194,13 +201,24 @@ def keras_window(model, calls: int, checkpoint: str | None = None) -> tuple[dict
     except Exception:  # noqa: BLE001
         return None, "TensorFlow is not installed: the seed approach (Keras predict) is not measured"
     tf.get_logger().setLevel("ERROR")
+    custom = {}
+    if model.has_copy_gate:
+        try:  # the pointer head is a layer of the training package (a source checkout has it)
+            from training.pointer import pointer_layer_class
+
+            custom["PointerSentinel"] = pointer_layer_class()
+        except ImportError:
+            return None, "the training package is not importable: the pointer model's Keras layer is missing"
     try:
-        network = keras.models.load_model(checkpoint, compile=False)
+        network = keras.models.load_model(checkpoint, compile=False, custom_objects=custom)
     except Exception as error:  # noqa: BLE001
         return None, f"{checkpoint}: cannot be loaded by Keras ({str(error).splitlines()[0][:100]})"
     windows = _windows(model, calls + 3)
     feeds = model.feed(windows)
-    check = network.predict(feeds[:1], verbose=0)
+    if model.uses_position:  # the positions window_probs assumes when given none: a bar from each window's start
+        steps = np.tile(np.arange(windows.shape[1]) % 8, (len(windows), 1)).astype(np.int32)
+        feeds = {"tokens": feeds, "positions": steps}
+    check = network.predict(_rows(feeds, 0, 1), verbose=0)
     if check.ndim == 3:  # a sequence preset predicts at every position; the window graph keeps the last
         check = check[:, -1]
     difference = float(np.abs(check - model.window_probs(windows[:1], cache=False)).max())
@@ -209,7 +227,7 @@ def keras_window(model, calls: int, checkpoint: str | None = None) -> tuple[dict
     times = []
     for i in range(calls + 3):
         started = time.perf_counter()
-        network.predict(feeds[i : i + 1], verbose=0)
+        network.predict(_rows(feeds, i, i + 1), verbose=0)
         times.append(time.perf_counter() - started)
     stats = _stats(times[3:])
     model.meta.setdefault("_bench", {})["keras_max_abs_diff_vs_onnx"] = difference

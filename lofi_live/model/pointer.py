@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: The head's outputs, in every pointer graph: the mixture, the vocabulary softmax, the copy mass, the gate.
 POINTER_OUTPUTS = ("probs", "vocab_probs", "copy_probs", "gate")
+#: The window graph's outputs a reset reads: the head's, every step's key, the state after the last token.
+WINDOW_OUTPUTS = [*POINTER_OUTPUTS, "keys", "h0_out", "c0_out"]
 #: The step graph's inputs besides the states.
 STEP_INPUTS = ("token", "position", "keys", "nexts", "valid")
 #: Copy mass below this counts as nothing to copy.
@@ -174,9 +176,16 @@ class PointerStepper:
         self._clear(1)
         self._since_sync = 0
         self._history.clear()
-        for token, position in zip(tokens, steps):
-            self._history.append(token)
-            out = self._step(token, position, 1)
+        self._history.extend(tokens)
+        # one window graph run gives the answer, every step's key and the state after the last token
+        out = self.model._window_session.run(WINDOW_OUTPUTS, {"tokens": np.array([tokens], np.int32),
+                                                              "positions": np.array([steps], np.int32)})
+        keys = out[4][0]
+        filled = len(tokens) - 1  # the last step's key waits for the next token
+        self._keys[0, :filled], self._nexts[0, :filled], self._valid[0, :filled] = keys[:-1], tokens[1:], 1.0
+        self._slot[0] = filled % self._cache
+        self._pending[0], self._has_pending[0] = keys[-1], True
+        self._h[0], self._c[0] = out[5][0], out[6][0]
         self._position = steps[-1]
         return self._answer(out, 0)
 
@@ -216,7 +225,7 @@ def check_window_graph(model: Model, where, session) -> None:
     if sorted(inputs) != ["positions", "tokens"]:
         raise LofiError(f"{where}: window graph inputs are {inputs}, a model with bar positions needs tokens and positions")
     outputs = _names(session.get_outputs())
-    wanted = list(POINTER_OUTPUTS) if model.has_copy_gate else ["probs"]
+    wanted = WINDOW_OUTPUTS if model.has_copy_gate else ["probs"]
     missing = [name for name in wanted if name not in outputs]
     if missing:
         raise LofiError(f"{where}: window graph lacks outputs {', '.join(missing)}")
