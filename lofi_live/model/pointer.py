@@ -5,11 +5,15 @@ its prediction in parts: a vocabulary softmax, a copy distribution (attention ov
 the token that followed each earlier step) and the gate its own sentinel chose between them. The
 runtime mixes them here, which is where a musician's ``--variation`` acts:
 
-* ``variation`` None (or 0.5): the network's own gate, exactly the trained prediction;
-* otherwise the vocabulary's share ``w`` has the odds of the network's gate times ``v / (1 - v)``:
-  ``logit(w) = logit(gate) + logit(v)``. So 0 copies the window only (replays the loop), 1 plays from the
-  vocabulary softmax alone, and every value between moves the mixture smoothly and monotonically, always
-  from where the network itself stands.
+* ``variation`` None (or 0.5): the network's own gate ``g``, exactly the trained prediction;
+* below 0.5 the vocabulary's share ``w`` falls linearly from ``g`` to 0 (``w = 2 v g``): at 0 the window is
+  copied only, the loop replayed;
+* above 0.5 it rises linearly from ``g`` to 1 (``w = g + (2 v - 1)(1 - g)``): at 1 the vocabulary softmax alone
+  plays, freely.
+
+So the knob is continuous and monotone, always moves from where the network itself stands, and each half
+moves the share evenly: the network usually copies most of a loop (``g`` small), and a mapping through the
+gate's odds would leave most of the knob's travel near "copy" and jump near 1.
 
 When nothing can be copied yet (the first token of a context) the copy part is empty and the vocabulary
 softmax is used whatever the variation.
@@ -48,16 +52,13 @@ def check_variation(variation: float | None) -> float | None:
 
 
 def vocabulary_share(gate: np.ndarray, variation: float | None) -> np.ndarray:
-    """The vocabulary softmax's share of the mixture: ``logit(w) = logit(gate) + logit(variation)``."""
+    """The vocabulary softmax's share of the mixture: ``gate`` at 0.5 (or None), linear to 0 at 0 and to 1 at 1."""
     gate = np.asarray(gate, np.float64)
-    if variation is None or variation == 0.5:
+    if variation is None:
         return gate
-    if variation <= 0.0:
-        return np.zeros_like(gate)
-    if variation >= 1.0:
-        return np.ones_like(gate)
-    odds = variation / (1.0 - variation)
-    return gate * odds / (gate * odds + (1.0 - gate))
+    if variation <= 0.5:
+        return 2.0 * variation * gate
+    return gate + (2.0 * variation - 1.0) * (1.0 - gate)
 
 
 def mix(vocab_probs: np.ndarray, copy_probs: np.ndarray, gate: np.ndarray, variation: float | None) -> np.ndarray:
