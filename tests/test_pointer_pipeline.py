@@ -38,7 +38,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert lofi_train(["fit", str(corpus), "-o", str(run), "--preset", "lstm-pointer", "--window", str(WINDOW),
                        "--vary-loops", "3", "--vary-rounds", "2", "--val-files", "loop7.mid", "--epochs", "1",
                        "--batch-size", "8"]) == 0
-    assert lofi_train(["export", str(run), "-o", str(root / "out" / "pointer")]) == 0
+    assert lofi_train(["export", str(run), "-o", str(root / "out" / "pointer"), "--test-files", "loop6.mid"]) == 0
     return root / "out" / "pointer.json"
 
 
@@ -48,6 +48,7 @@ def test_the_run_records_the_splits_and_the_export_describes_positions_and_the_g
     meta = json.loads(exported.read_text())
     assert meta["preset"] == "lstm-pointer" and meta["position"] is True
     assert meta["pointer"] == {"units": 192, "key_dim": 64}
+    assert meta["data"]["validation_files"] == ["loop7.mid"] and meta["data"]["test_files"] == ["loop6.mid"]
     assert meta["metrics"]["parity_max_abs_diff"] <= 1e-4 and meta["metrics"]["step_parity_max_abs_diff"] <= 1e-4
     model = Model.load(exported, provider="cpu")
     assert model.uses_position and model.has_copy_gate and isinstance(model.stepper(), PointerStepper)

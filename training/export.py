@@ -158,7 +158,8 @@ def metrics_for(history: Sequence[dict[str, float]], epoch: int | None) -> dict[
 
 
 def export(
-    run_dir: Path, checkpoint: Path | None, target: Path, loop_cache: LoopCache = LoopCache()
+    run_dir: Path, checkpoint: Path | None, target: Path, loop_cache: LoopCache = LoopCache(),
+    test_files: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export, check and write the model; returns the JSON description written.
 
@@ -169,6 +170,8 @@ def export(
     from training.tfsetup import quiet_keras, require
 
     run = load_run(run_dir)
+    if test_files:  # the files the model's figures are reported on, never trained or selected on
+        run["data"] = {**run["data"], "test_files": list(test_files)}
     source = checkpoint or best_checkpoint(run_dir)
     if not source.is_file():
         raise LofiError(f"{source}: no such checkpoint file")
@@ -304,6 +307,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint to export (default: the run's best, its last improvement)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="exported_models/NAME",
                         help="writes NAME.onnx, NAME.json and, for a plain LSTM stack, NAME.step.onnx")
+    parser.add_argument("--test-files", action="append", metavar="GLOB",
+                        help="record in the JSON (data.test_files) the files, or globs, the model's figures are "
+                        "reported on and that were never trained or selected on (repeatable)")
     parser.add_argument("--loop-cache", type=float, default=0.0, metavar="WEIGHT",
                         help="mix this share of the loop cache into the network's predictions at run time "
                         "(0 = network alone, the default; see lofi_live/model/loop_cache.py)")
@@ -314,7 +320,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (0.0 <= args.loop_cache < 1.0 and 0.0 < args.loop_decay <= 1.0):
         raise LofiError(f"--loop-cache {args.loop_cache} must be in [0, 1) and --loop-decay {args.loop_decay} in (0, 1]")
-    description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay))
+    description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay),
+                         args.test_files or ())
     stem = output_stem(args.output)
     graphs = " and ".join(g["file"] for g in description["graphs"].values())
     print(f"{stem}.json: {description['preset']} model on {description['tokens']} tokens, "
