@@ -69,6 +69,8 @@ def _fields(kind: str, vocabulary: list[str], paths: Sequence[Path], options: di
             "oversample": options["oversample"],
             "loop_short": bool(options.get("loop_short")),
             "loop_times": int(options.get("loop_times") or 1),
+            "vary_loops": int(options.get("vary_loops") or 0),
+            "vary_rounds": int(options.get("vary_rounds") or 1),
             "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
         },
         "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
@@ -116,8 +118,6 @@ def build_data(
         "validation_files": validation_names,
         "train_windows": len(train_windows),
         "validation_windows": len(val_windows),
-        "vary_loops": int(options.get("vary_loops") or 0),
-        "vary_rounds": int(options.get("vary_rounds") or 1),
         # a file of at most `window` tokens gives no window (--loop-short repeats it until it does; under
         # --vary-loops the files are one stream, which gives windows)
         "train_files_without_window": 0 if options.get("vary_loops") else sum(len(f.tokens) <= window for f in train),
@@ -131,8 +131,9 @@ def build_stream_data(
 ) -> tuple[dict[str, Any], StreamedWindows, StreamedWindows]:
     """Shard folders streamed (:mod:`training.fit.stream`) -> the same fields and both window sets; the
     seed windows and baselines come from the first :data:`training.fit.stream.BASELINE_TOKENS` training tokens."""
-    if options["oversample"]:
-        raise LofiError("--oversample needs every window in memory: merge the shards (lofi-train merge) to use it")
+    if options["oversample"] or options.get("vary_loops"):
+        raise LofiError(f"{'--oversample' if options['oversample'] else '--vary-loops'} needs every window in memory: "
+                        "merge the shards (lofi-train merge) to use it")
     paths = [Path(p) for p in options["corpora"]]
     streams, kind = sources(paths, corpus_labels(paths))
     window, stride = int(options["window"]), int(options.get("stride") or 1)
