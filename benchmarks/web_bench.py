@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     print(f"  send error p99 ratio (page open / without): {with_page / without:.2f} (target <= 1.2)")
     print(f"  process RSS {rss_before:.0f} MB before the surface, {rss_after:.0f} MB after the page phases "
           f"(+{rss_after - rss_before:.1f} MB)")
-    print(f"  left sounding at the end: {left or 'nothing'}; late steps {engine.lookahead.late_steps}")
+    print(f"  left sounding at the end: {left or 'nothing'}; late steps {engine.responder.lookahead.late_steps}")
     return 0
 
 
@@ -136,9 +136,9 @@ def measure(engine: Engine, listener: Listener, url: str, args, grid: float) -> 
                           window.benchMoves++;
                           control("temperature", 0.6 + 0.4 * Math.sin(window.benchMoves / 5));
                         }}, {MOVE_MS});""")
-                first, start = len(engine.emission_errors), time.perf_counter()
+                first, start = len(engine.responder.emission_errors), time.perf_counter()
                 time.sleep(args.seconds)
-                errors, end = list(engine.emission_errors), time.perf_counter()
+                errors, end = list(engine.responder.emission_errors), time.perf_counter()
                 moves = browser.execute_script("clearInterval(window.benchTimer); return window.benchMoves;") if with_page else 0
                 sent.extend(errors[first:])
                 heard.extend(grid_errors_fit([t for t in onset_times(listener.snapshot()) if start <= t <= end], grid))
