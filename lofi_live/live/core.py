@@ -128,8 +128,8 @@ class EngineCore:
             self._publish()
             return
         event = self.intake.decode(message, stamp)
-        if isinstance(event, (Note, AllOff, Control)) and self.clock.running:
-            self.player.heard(self.clock.beat_at(event.stamp))
+        if event is not message and isinstance(event, (Note, AllOff, Control)) and self.clock.running:
+            self.player.heard(self.clock.beat_at(event.stamp))  # the MIDI input said something (not Engine.control)
         if isinstance(event, Note):
             self._note(event)
         elif isinstance(event, AllOff):
