@@ -152,6 +152,9 @@ def build_stream_data(
     """The streamed counterpart of :func:`training.fit.loop.build_data`: run.json fields and both window sets."""
     if options["oversample"]:
         raise LofiError("--oversample needs every window in memory: merge the shards (lofi-train merge) to use it")
+    if options.get("vary_loops"):
+        raise LofiError("--vary-loops shuffles every file into one stream in memory: merge the shards "
+                        "(lofi-train merge) to use it")
     from training.fit.loop import SEED_WINDOWS, _corpus_label
 
     paths = [Path(p) for p in options["corpora"]]
@@ -214,6 +217,8 @@ def build_stream_data(
             "oversample": options["oversample"],
             "loop_short": bool(options.get("loop_short")),
             "loop_times": int(options.get("loop_times") or 1),
+            "vary_loops": int(options.get("vary_loops") or 0),
+            "vary_rounds": int(options.get("vary_rounds") or 1),
             "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
             "train_files_without_window": without_train,
             "validation_files_without_window": without_val,
