@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from jack_helpers import Listener, connect, engine_ports, grid_errors_fit, onset_times, percentile, still_sounding, unique  # noqa: E402
 
 from lofi_live.commands.generate import make_sampler  # noqa: E402
-from lofi_live.commands.run import _normal_priority, _realtime_priority  # noqa: E402
+from lofi_live.commands.run import _normal_priority  # noqa: E402
 from lofi_live.live.engine import Engine, EngineConfig  # noqa: E402
+from lofi_live.live.realtime import MAIN_PRIORITY, set_realtime  # noqa: E402
 from lofi_live.live.web.server import open_surface  # noqa: E402
 from lofi_live.midi.live_ports import MidiPorts  # noqa: E402
 from lofi_live.model.loader import Model  # noqa: E402
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     engine.session = Session(args.bpm, None, journal=False)
     listener = Listener("mido.backends.rtmidi/UNIX_JACK")
     connect(engine_ports(name)[1], listener.jack_name)
-    realtime = _realtime_priority()  # as lofi-live run: the engine's threads real-time where allowed
+    realtime = set_realtime(MAIN_PRIORITY)  # as lofi-live run: the engine's threads real-time where allowed
     engine.start()
     with _normal_priority():  # this thread drives the browser at normal priority, as run's main thread waits
         rss_before = _rss_mb()

@@ -228,6 +228,8 @@ def check(meta: Any, where: Path) -> Description:
     pointer = _pointer(meta, where)
     if pointer is not None and not position:
         raise _fail(where, "a model with a pointer section reads bar positions: 'position' must be true")
+    if pointer is not None and step_graph is None:
+        raise _fail(where, "a model with a pointer section needs its step graph (graphs.step)")
     return Description(str(meta.get("name") or where.stem), vocabulary, window, grid_beats, tokens, encoding,
                        window_graph, step_graph, seed_windows, baselines, loop_cache, meta, position, pointer)
 
