@@ -8,6 +8,7 @@ asks the event streams to end and uvicorn to exit, and waits a little; it never 
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -77,6 +78,11 @@ def open_surface(text: str, engine: Any, ranges: Mapping[str, tuple[float, float
                  record: str | None) -> WebSurface:
     """``--web``: bind, say where (one line with the URL and token; a warning off this machine), start."""
     address = addresses.parse(text)
+    # The server makes many short-lived objects, so the interpreter's cyclic collector runs more often, and a
+    # full collection walks the whole heap (the model, its vocabulary: ~45 ms here) holding the interpreter
+    # lock the engine needs at its boundaries. What is loaded by now lives as long as the run: frozen, it is
+    # never walked again.
+    gc.freeze()
     record_path = Path(record) if record else None
     surface = WebSurface(address, engine.snapshot, engine.control, ranges, n_models,
                          folder=record_path.parent if record_path else None, current=record_path)
