@@ -294,6 +294,10 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     def feed(kind, count=1, **fields):
         for _ in range(count):
             engine._handle(mido.Message(kind, **fields), now[0])
+            due = engine.midi_due  # a step announced ahead: the loop sends it when due
+            if due is not None and due[1] <= now[0] + 1e-9:
+                engine.midi_due = None
+                engine.boundary(*due)
             if engine.lookahead.job is not None:
                 engine.lookahead.job.done.wait(1)
             engine.voices.run_timers(now[0])

@@ -15,8 +15,10 @@ boundaries (``docs/LIVE_ENGINE.md``):
   (:mod:`lofi_live.live.conductor`);
 * ``model_select``: the switch happens at the next boundary (:func:`switch_model`).
 
-MIDI clock (``--clock midi``, :func:`transport`): a boundary tick sends the grid step (or hands it to
-the loop ``--offset-ms`` later, and a swung off-beat its swing later); Stop ends the model's notes at once and drops the computed token;
+MIDI clock (``--clock midi``, :func:`transport`): the clock (:class:`lofi_live.timing.clock.MidiClock`, its
+ticks read by :class:`lofi_live.timing.tick_follower.TickFollower`) announces a grid step when the tick
+before it arrives, for the time its tick is due, and again when its tick arrives: the loop sends it at
+the sooner of the two (``--offset-ms`` later, and a swung off-beat its swing later); Stop ends the model's notes at once and drops the computed token;
 Start counts from beat 0 again (the model enters at step 1, as step 0's tick comes too soon to
 compute a token); Continue goes on from where it stopped or from a Song Position Pointer.
 
@@ -117,17 +119,22 @@ def transport(engine: Engine, message: Transport) -> None:
     event = clock.handle(message.kind, message.stamp, message.pos)
     if event is None:
         return
-    if event.kind == "boundary":
+    if event.kind == "boundary":  # step ``event.step`` is due at ``event.time`` (now, or ahead)
         engine.close_steps(message.stamp)
         # a swung off-beat (and a humanized step) sounds that long after its tick
         offset = max(0.0, engine.config.offset_ms / 1000.0) + engine.swing_delay(event.step)
         if engine.midi_due is not None:  # a step still waiting for its time is sent first: steps keep their order
             due, engine.midi_due = engine.midi_due, None
             engine.boundary(*due)
-        if offset:  # sent by the loop at the tick's time plus the offset
-            engine.midi_due = (event.step, message.stamp + offset)
+        if offset or event.time > message.stamp:  # sent by the loop when due
+            engine.midi_due = (event.step, event.time + offset)
         else:
             engine.boundary(event.step, message.stamp)
+    elif event.kind == "arrived":  # the tick of a step announced ahead: no later than now
+        due = engine.midi_due
+        if due is not None and due[0] == event.step:
+            offset = max(0.0, engine.config.offset_ms / 1000.0) + engine.swing_delay(event.step)
+            engine.midi_due = (event.step, min(due[1], message.stamp + offset))
     elif event.kind == "stop":
         silence(engine)
         log.info("MIDI clock stopped at beat %.2f", clock.tick / PPQN)

@@ -332,6 +332,9 @@ class Engine:
         """Handle queued input until ``deadline`` (sleeping on the queue when it is empty)."""
         for stamp, message in self.intake.receive(deadline):
             self._handle(message, stamp, time.perf_counter())
+            emit_at = self._emit_at()
+            if emit_at is not None and emit_at - self.config.spin < deadline:
+                return  # a boundary came due sooner (the MIDI clock announced one ahead): the loop waits for it
 
     def _handle(self, message: mido.Message, stamp: float, now: float | None = None) -> None:
         """One input message that arrived at ``stamp``, acted on at ``now`` (default: ``stamp``).
