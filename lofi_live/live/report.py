@@ -67,4 +67,7 @@ def stats_of(engine: Engine) -> dict[str, float]:
         "emission_p99_ms": percentile(errors, 99) * 1e3,
         "echoes_ignored": engine.intake.guard.ignored,
         "messages_in": engine.intake.messages_in,
+        # --clock midi: ticks delivered twice and ticks lost on the way in (lofi_live.timing.tick_follower)
+        "clock_duplicates": getattr(engine.clock, "duplicates", 0),
+        "clock_lost": getattr(engine.clock, "lost", 0),
     }

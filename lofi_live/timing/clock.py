@@ -41,6 +41,9 @@ PPQN = 24
 TICKS_PER_STEP = int(PPQN * GRID_BEATS)
 #: Ticks per Song Position Pointer unit (a 16th note).
 TICKS_PER_SPP = 6
+#: A grid step is announced when a tick this close before it arrives (so a lost tick before it, or
+#: its own, does not delay it).
+ANNOUNCE_TICKS = 2
 
 
 class Clock(Protocol):
@@ -200,11 +203,11 @@ class MidiClock:
     The follower says which tick each arrival is (a copy, the next one, or the next after lost ones);
     this class turns that into the song position (Start, Continue and Song Position Pointer set it
     exactly: the next tick *is* that position, whatever the follower thought of the gap) and grid
-    steps. A step is announced twice at most: once ahead, when the tick before it arrives, for the
-    time the follower's line says its tick is due (a ``boundary`` event in the future); and when its
-    own tick arrives (``arrived``), in case that is earlier. A step whose tick before it was lost is
-    announced when its own tick arrives; one whose tick and the tick before it were both lost, when
-    the next tick shows the loss (late, but still in its place)."""
+    steps. A step is announced twice at most: once ahead, when a tick :data:`ANNOUNCE_TICKS` or fewer
+    before it arrives, for the time the follower's line says its tick is due (a ``boundary`` event in
+    the future); and when its own tick arrives (``arrived``), in case that is earlier. So a step is
+    sent on time when its tick or the one before it is lost; when its tick and the two before it are
+    all lost, it is sent when the next tick shows the loss (late, but still in its place)."""
 
     source = "midi"
 
@@ -299,7 +302,7 @@ class MidiClock:
             self.ticks_without_start += 1
             self._publish(old.tick, now, False)
             return None
-        tick = old.tick + 1 + (0 if self._exact else reading.lost)
+        tick = old.tick + 1 + (0 if self._exact else reading.lost - reading.taken_back)
         self._exact = False
         self._publish(tick, now, True)
         step = tick // TICKS_PER_STEP
@@ -308,8 +311,9 @@ class MidiClock:
             return ClockEvent("boundary", step, now)
         if tick % TICKS_PER_STEP == 0:  # announced ahead: it may be sent now if that is sooner
             return ClockEvent("arrived", step, now)
-        due = self.follower.due(1)
-        if (tick + 1) % TICKS_PER_STEP == 0 and due is not None:
+        ahead = TICKS_PER_STEP - tick % TICKS_PER_STEP
+        due = self.follower.due(ahead) if ahead <= ANNOUNCE_TICKS and step + 1 > self._announced else None
+        if due is not None:
             self._announced = step + 1
             return ClockEvent("boundary", step + 1, max(due, now))
         return None

@@ -52,6 +52,10 @@ LOST_INTERVAL = 1.4
 LOST_EVIDENCE = 1.1
 #: A gap of more ticks than this is a pause, not lost ticks (one beat).
 MAX_LOST = 24
+#: When this many of the last :data:`SLOWDOWN_WINDOW` accepted ticks each seemed to follow lost ones,
+#: the DAW slowed down at once by more than half (no transport loses most ticks for long).
+SLOWDOWN_TICKS = 4
+SLOWDOWN_WINDOW = 6
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class TickReading:
     duplicate: bool = False
     lost: int = 0
     relocked: bool = False
+    taken_back: int = 0  # lost ticks counted before, now known to have been a slower tempo
 
 
 class TickFollower:
@@ -73,6 +78,7 @@ class TickFollower:
         self.duplicates = 0
         self.lost = 0
         self.relocks = 0
+        self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
 
     # -- the line ----------------------------------------------------------------------------
 
@@ -138,12 +144,28 @@ class TickFollower:
         if self.locked and error >= 0.5 and gap >= LOST_INTERVAL * period and error + gap / period - 1 >= LOST_EVIDENCE:
             lost = round(error)
             error -= lost
+        if lost and sum(1 for each in self._recent if each) + 1 >= SLOWDOWN_TICKS:
+            return self._slowed_down(now)
         if self.locked and abs(error) >= 0.5:  # the tempo moved faster than the line: start again from the last two ticks
             last = history[-1]
             self.relock()
             history.append(last)
             return self._accept(now, lost, relocked=True)
         return self._accept(now, lost, relocked=False)
+
+    def _slowed_down(self, now: float) -> TickReading:
+        """Most recent ticks seemed to follow lost ones: the tempo dropped by more than a third at once.
+        The lost ticks counted for them are taken back, and the line starts again from the last ticks."""
+        taken_back = sum(self._recent)
+        self._recent.clear()
+        self.lost -= taken_back
+        self.count -= taken_back
+        recent = [when for _, when in list(self._history)[-2:]]
+        self.relock()
+        for offset, when in enumerate(recent):
+            self._history.append((self.count - len(recent) + 1 + offset, when))
+        self._accept(now, 0, relocked=True)
+        return TickReading(relocked=True, taken_back=taken_back)
 
     def _duplicate(self) -> TickReading:
         self.duplicates += 1
@@ -152,6 +174,7 @@ class TickFollower:
     def _accept(self, now: float, lost: int, relocked: bool) -> TickReading:
         self.count += 1 + lost
         self.lost += lost
+        self._recent.append(lost)
         self._history.append((self.count, now))
         fit = self._fit()
         if fit is not None and fit[1] > 0:
