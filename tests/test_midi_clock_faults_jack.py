@@ -108,7 +108,7 @@ def test_duplicated_and_lost_ticks_move_no_onset_off_the_senders_grid_and_are_re
           f"{len(sent['dropped'])} never; the listener got {len(ticks)}; delivery latency {latency * 1e3:.2f} ms")
     print(f"onset gaps off a multiple of 12 ticks: median {statistics.median(off):.3f}, max {max(off):.3f} ticks; "
           f"onset phase against the sent grid: {min(phases):+.2f}..{max(phases):+.2f} ticks")
-    assert sum(each > TOLERANCE_TICKS for each in off) <= OUTLIERS, [round(gap, 2) for gap in gaps]
+    assert sum(each > TOLERANCE_TICKS for each in off) <= OUTLIERS, ([round(gap, 2) for gap in gaps], [round(p, 2) for p in phases])
     assert all(round(gap / 12) >= 1 for gap in gaps)
 
     found = re.search(r"MIDI clock: (\d+) duplicate ticks ignored, (\d+) lost ticks counted", out)

@@ -17,6 +17,10 @@ since the previous tick:
   line and the last interval must point to a missing tick, so a tick jittered late after one jittered
   early (an interval of 1.5 periods, a phase error of a quarter) is never read as a loss; the number
   lost is the phase error rounded;
+* **the previous tick was late**: after a tick read as following lost ones, this one comes half a
+  period or more before the next count is due (so about when the count just given was due): the
+  previous tick was held back on the way (a busy server delivers a tick late now and then), not the
+  next after a loss; its lost ticks are taken back and this tick is the next one;
 * otherwise it is the next tick. When its phase error is still half a period or more, the DAW changed
   tempo faster than the line follows: the line starts again from this tick and the one before
   (*relock*), so the next tick is already predicted at the new tempo.
@@ -140,6 +144,8 @@ class TickFollower:
             self.relock()
             return self._accept(now, 0, relocked=True)
         error = (now - (fit[0] + period)) / period if fit is not None else 0.0
+        if self._recent and self._recent[-1] and error <= -0.5:
+            return self._late_previous(now, min(self._recent[-1], round(-error)))
         lost = 0
         if self.locked and error >= 0.5 and gap >= LOST_INTERVAL * period and error + gap / period - 1 >= LOST_EVIDENCE:
             lost = round(error)
@@ -152,6 +158,17 @@ class TickFollower:
             history.append(last)
             return self._accept(now, lost, relocked=True)
         return self._accept(now, lost, relocked=False)
+
+    def _late_previous(self, now: float, taken_back: int) -> TickReading:
+        """This tick comes when the count just given to the previous one was due: the previous tick
+        was late (a server held it back), not the next after lost ones. Its lost ticks are taken back."""
+        self.lost -= taken_back
+        self.count -= taken_back
+        self._recent[-1] -= taken_back
+        last_count, last_time = self._history.pop()
+        self._history.append((last_count - taken_back, last_time))
+        self._accept(now, 0, relocked=False)
+        return TickReading(taken_back=taken_back)
 
     def _slowed_down(self, now: float) -> TickReading:
         """Most recent ticks seemed to follow lost ones: the tempo dropped by more than a third at once.
