@@ -307,6 +307,9 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     def feed(kind, count=1, **fields):
         for _ in range(count):
             engine._handle(mido.Message(kind, **fields), now[0])
+            due = engine.scheduler.emit_at()  # a step announced ahead: the loop sends it when due
+            if due is not None and due <= now[0] + 1e-9:
+                engine.boundary(engine.scheduler.due(), due)
             if engine.responder.lookahead.job is not None:
                 engine.responder.lookahead.job.done.wait(1)
             engine.voices.run_timers(now[0])

@@ -363,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
               f"p99 {stats['latency_p99_ms']:.2f} ms; emission error median {stats['emission_median_ms']:.3f} ms, "
               f"p99 {stats['emission_p99_ms']:.3f} ms; {stats['messages_in']} MIDI messages in"
               + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else "")
+              + (f"; MIDI clock: {stats['clock_duplicates']} duplicate ticks ignored, {stats['clock_lost']} lost ticks counted"
+                 if args.clock == "midi" else "")
               + (f", {ports.faults} messages lost while the output port was gone" if ports.faults else ""), flush=True)
     if not args.quiet and written is not None:
         print(f"lofi-live: wrote {written}", flush=True)
