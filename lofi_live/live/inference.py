@@ -47,13 +47,17 @@ class Job:
     """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
 
     __slots__ = ("step", "end", "window", "allowed", "done", "token", "seconds", "cancelled", "error", "model",
-                 "stream", "computed")
+                 "stream", "computed", "positions", "downbeat")
 
-    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0):
+    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0,
+                 positions: list[int] | None = None, downbeat: int | None = None):
         self.step, self.end, self.window, self.allowed = step, end, window, allowed
         # ``model``: the model to run (None: the worker's); ``stream``: which token sequence ``end``
         # counts in (0 = the timeline, another number = a mutate's replayed context).
         self.model, self.stream = model, stream
+        # ``positions``: each window token's place in its bar (0-7), for a model that reads them
+        # (None: not known, the stepper's own default); ``downbeat``: the bar line they count from.
+        self.positions, self.downbeat = positions, downbeat
         self.done = threading.Event()
         self.token: int | None = None
         self.seconds = 0.0
@@ -76,6 +80,7 @@ class InferenceWorker:
         self._sampler = sampler  # the inference thread's alone from here on
         self.stepper = model.stepper()
         self._stream = 0
+        self._downbeat: int | None = None  # the bar line the stepper's positions count from
         self._fed_end = -1
         self._probs = None
         self._cond = threading.Condition()
@@ -141,13 +146,20 @@ class InferenceWorker:
             self._sampler.follow(job.model.vocabulary)
         gap = job.end - self._fed_end
         window = job.window
-        if self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window) or gap >= self.stepper.window:
-            self._stream = job.stream
-            probs = self.stepper.reset(window)
+        # a model that reads bar positions gets one beside each token (lofi_live.live.bars); a bar line
+        # found since the stepper was fed (the player's first onset) re-reads the window with it
+        positions = job.positions if getattr(self.model, "uses_position", False) else None
+        if (self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window)
+                or gap >= self.stepper.window or (positions is not None and job.downbeat != self._downbeat)):
+            self._stream, self._downbeat = job.stream, job.downbeat
+            probs = self.stepper.reset(window) if positions is None else self.stepper.reset(window, positions=positions)
         else:
             probs = self._probs
-            for index in window[len(window) - gap :]:
-                probs = self.stepper.advance(index)
+            for offset in range(len(window) - gap, len(window)):
+                if positions is None:
+                    probs = self.stepper.advance(window[offset])
+                else:
+                    probs = self.stepper.advance(window[offset], position=positions[offset])
         self._fed_end, self._probs = job.end, probs
         return int(self._sampler.choose(probs, job.allowed))
 

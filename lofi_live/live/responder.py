@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any, Sequence
 
 from lofi_live.errors import LofiError
+from lofi_live.live.bars import BarGrid
 from lofi_live.live.conductor import Conductor
 from lofi_live.live.inference import InferenceWorker, Job, KeyLock, LookAhead, percentile
 from lofi_live.live.timeline import Timeline
@@ -49,6 +50,7 @@ class Responder:
         if len({each.tokens for each in self.models}) > 1:
             raise LofiError("--model: grid and seed models cannot be switched between (give models of one tokenization)")
         self.grid = model.tokens == "grid"
+        self.bars = BarGrid()  # where the bar line is (the core gives the clock's); read for the positions
         self.model_index = self.models.index(model)
         self.pending_model: int | None = None
         self.conductor, self.odd, self.slow_ms = conductor, odd, simulate_slow_ms
@@ -67,9 +69,9 @@ class Responder:
 
     def prime(self, tokens: Sequence[str]) -> int:
         """Fill the window from seed tokens (before start); the model then responds at once."""
-        indices = self.model.encode(list(tokens))
-        for index in indices[-self.model.window :]:
-            self.timeline.append(-1, "seed", self.model.vocabulary[index], index)
+        indices = self.model.encode(list(tokens))[-self.model.window :]
+        for offset, index in enumerate(indices):  # the seed ends just before step 0 (on a bar line)
+            self.timeline.append(offset - len(indices), "seed", self.model.vocabulary[index], index)
         if indices:
             self.conductor.seed()
         return len(indices)
@@ -115,8 +117,17 @@ class Responder:
             sequence = model.encode(replay.response.context + replay.response.tokens)
             job = Job(step, len(sequence), sequence[-model.window :], allowed, model, replay.stream)
         else:
-            job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model)
+            job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model,
+                      positions=self._positions(), downbeat=self.bars.downbeat)
         lookahead.submit(job)
+
+    def _positions(self) -> list[int] | None:
+        """The bar position of each window token (from the step it sounded at), for a model that reads
+        them; None while the bar line is not known (the stepper then counts from the window's start)."""
+        if not getattr(self.model, "uses_position", False) or not self.bars.known:
+            return None
+        entries = list(self.timeline.entries)[-self.timeline.window :]
+        return [self.bars.position(entry.step) for entry in entries]
 
     def _response_grammar(self) -> GridGrammar:
         """The grammar of the response the next token belongs to: a new one when a response begins (it
