@@ -74,7 +74,8 @@ class EngineCore:
         self.scheduler = Scheduler(self.clock, self.swing, humanize, cfg.offset_ms, self.odd)
         held: dict[tuple[int, int], float] = {}
         self.conductor = Conductor(cfg, held)
-        self.responder = Responder(model, sampler, models, key, scale, self.conductor, self.odd, cfg.simulate_slow_ms)
+        self.responder = Responder(model, sampler, models, key, scale, self.conductor, self.odd, cfg.simulate_slow_ms,
+                                   cfg.variation, cfg.follow == "chord")
         self.grid = self.responder.grid
         # where beat 1 of the bar is, for the model's positions and the answer's start (lofi_live.live.bars)
         self.bars = BarGrid.for_clock(cfg.clock, cfg.metronome is not None)
@@ -289,6 +290,8 @@ class EngineCore:
         conductor, responder, scheduler = self.conductor, self.responder, self.scheduler
         if name == "temperature" and value is not None:
             responder.set_temperature(float(value))
+        elif name == "variation" and value is not None:
+            responder.set_variation(min(1.0, max(0.0, float(value))))
         elif name == "tempo" and value is not None:
             tempo = scheduler.set_tempo(float(value), now)
             if tempo is not None:
