@@ -13,7 +13,8 @@ The dummy JACK server is no real-time server: on a loaded machine it now and the
 listener) or delivers one late, bunched with the next (read as a copy, then a lost tick: the count
 stays right). So: a gap may be off a multiple of 12 by at most a quarter tick (7 ms at 90 BPM), two
 gaps in the run may miss that, and the duplicates and lost ticks reported may exceed those sent by
-up to 1 in 20 ticks.
+up to 1 in 20 ticks. On a machine so busy that the sender itself is held up more than half a tick
+at more than two ticks, the clock it sent is not the one it logs, and the test skips.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ SECONDS = 16.0
 TOLERANCE_TICKS = 0.25
 #: ... except this many gaps in a run (the dummy server drops or delays an event now and then).
 OUTLIERS = 2
+#: A sender held up (by the machine) more than half a tick at more ticks than this sent another clock
+#: than the one it logs: the run is skipped.
+SENDER_HELD_UP = 2
 
 
 def _stop(proc: subprocess.Popen) -> tuple[str, str]:
@@ -93,6 +97,10 @@ def test_duplicated_and_lost_ticks_move_no_onset_off_the_senders_grid_and_are_re
     assert engine.returncode == 0, err
     sent = json.loads(log.read_text())
     t0, period = sent["t0"], sent["period"]
+    held_up = [n for n, seconds in sent["late"] if seconds > period / 2]
+    if len(held_up) > SENDER_HELD_UP:  # then the clock sent was not the one intended: nothing to judge
+        pytest.skip(f"the machine is too busy: the clock sender was held up over half a tick at {len(held_up)} "
+                    f"ticks ({sent['late']})")
 
     # the listener saw the clock as sent (copies and gaps included): its delivery latency
     ticks = [t for t, m in events if m.type == "clock"]
@@ -105,7 +113,8 @@ def test_duplicated_and_lost_ticks_move_no_onset_off_the_senders_grid_and_are_re
     off = [abs(gap - 12 * round(gap / 12)) for gap in gaps]
     phases = [p - 12 * round(p / 12) for p in position]
     print(f"\n{len(onsets)} onsets; the clock sent {sent['ticks']} ticks, {len(sent['duplicated'])} twice, "
-          f"{len(sent['dropped'])} never; the listener got {len(ticks)}; delivery latency {latency * 1e3:.2f} ms")
+          f"{len(sent['dropped'])} never; the listener got {len(ticks)}; delivery latency {latency * 1e3:.2f} ms; "
+          f"ticks the sender sent over a quarter period late: {sent['late']}")
     print(f"onset gaps off a multiple of 12 ticks: median {statistics.median(off):.3f}, max {max(off):.3f} ticks; "
           f"onset phase against the sent grid: {min(phases):+.2f}..{max(phases):+.2f} ticks")
     assert sum(each > TOLERANCE_TICKS for each in off) <= OUTLIERS, ([round(gap, 2) for gap in gaps], [round(p, 2) for p in phases])
