@@ -9,7 +9,9 @@ clock, tick ``n`` at ``t0 + n * period`` (``time.perf_counter()``, the system's 
 every process reads alike), computed from the start so nothing drifts. In every block of 50 ticks
 after the first beat, one tick is sent twice (the copy right after it) and another is not sent at
 all, at places drawn with ``--seed``. At the end it sends Stop and writes ``--log``: ``t0``,
-``period``, ``ticks`` (how many the clock had) and the tick numbers ``duplicated`` and ``dropped``.
+``period``, ``ticks`` (how many the clock had), the tick numbers ``duplicated`` and ``dropped``, and
+``late``: ``(tick, seconds)`` for ticks this process sent more than a quarter period late (held up
+by a busy machine).
 """
 
 from __future__ import annotations
@@ -73,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter() + 0.1
     _wait_until(t0 - period / 2)
     port.send(mido.Message("start"))
+    late = []  # (tick, seconds) sent more than a quarter period after it was due: this process was held up
     for n in range(ticks):
         _wait_until(t0 + n * period)
         if n in dropped:
             continue
         port.send(clock)
+        behind = time.perf_counter() - (t0 + n * period)
+        if behind > period / 4:
+            late.append((n, round(behind, 4)))
         if n in duplicated:
             port.send(clock)
     _wait_until(t0 + ticks * period)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     port.close()
     with open(args.log, "w") as out:
         json.dump({"t0": t0, "period": period, "ticks": ticks,
-                   "duplicated": sorted(duplicated), "dropped": sorted(dropped)}, out)
+                   "duplicated": sorted(duplicated), "dropped": sorted(dropped), "late": late}, out)
     print("done", flush=True)
     return 0
 

@@ -11,9 +11,12 @@ a tick off with these faults.
 The dummy JACK server is no real-time server: on a loaded machine it now and then drops an event
 (the engine then counts a lost tick more than were sent; one of its notes may not reach the
 listener) or delivers one late, bunched with the next (read as a copy, then a lost tick: the count
-stays right). So: a gap may be off a multiple of 12 by at most a quarter tick (7 ms at 90 BPM), two
-gaps in the run may miss that, and the duplicates and lost ticks reported may exceed those sent by
-up to 1 in 20 ticks.
+stays right). So: a gap may be off a multiple of 12 by at most a quarter tick (7 ms at 90 BPM), one
+gap in ten may miss that, the onsets of the last third of the run must sit where those of the first
+third did on the sent grid (no slip), and the duplicates and lost ticks reported may exceed those
+sent by up to 1 in 20 ticks. (The first tick after Start lost on the way cannot be noticed: every
+onset is then one tick late, which no gap shows.) On a machine so busy that the sender itself is held up more than a tick at
+more than three ticks, the clock it sent is not the one it logs, and the test skips.
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ BPM = 90
 SECONDS = 16.0
 #: A gap may be off a whole number of steps by this much (ticks), ...
 TOLERANCE_TICKS = 0.25
-#: ... except this many gaps in a run (the dummy server drops or delays an event now and then).
-OUTLIERS = 2
+#: ... except this share of the gaps (the dummy server drops or delays an event now and then).
+OUTLIERS = 0.1
+#: A sender held up (by the machine) more than a tick at more ticks than this sent another clock than
+#: the one it logs: the run is skipped.
+SENDER_HELD_UP = 3
 
 
 def _stop(proc: subprocess.Popen) -> tuple[str, str]:
@@ -90,9 +96,13 @@ def test_duplicated_and_lost_ticks_move_no_onset_off_the_senders_grid_and_are_re
         events = listener.snapshot() if listener else []
         if listener:
             listener.close()
-    assert engine.returncode == 0, err
+    assert engine.returncode == 0, (engine.returncode, out[-2000:], err[-2000:])
     sent = json.loads(log.read_text())
     t0, period = sent["t0"], sent["period"]
+    held_up = [n for n, seconds in sent["late"] if seconds > period]
+    if len(held_up) > SENDER_HELD_UP:  # then the clock sent was not the one intended: nothing to judge
+        pytest.skip(f"the machine is too busy: the clock sender was held up over a tick at {len(held_up)} "
+                    f"ticks ({sent['late']})")
 
     # the listener saw the clock as sent (copies and gaps included): its delivery latency
     ticks = [t for t, m in events if m.type == "clock"]
@@ -105,10 +115,15 @@ def test_duplicated_and_lost_ticks_move_no_onset_off_the_senders_grid_and_are_re
     off = [abs(gap - 12 * round(gap / 12)) for gap in gaps]
     phases = [p - 12 * round(p / 12) for p in position]
     print(f"\n{len(onsets)} onsets; the clock sent {sent['ticks']} ticks, {len(sent['duplicated'])} twice, "
-          f"{len(sent['dropped'])} never; the listener got {len(ticks)}; delivery latency {latency * 1e3:.2f} ms")
+          f"{len(sent['dropped'])} never; the listener got {len(ticks)}; delivery latency {latency * 1e3:.2f} ms; "
+          f"ticks the sender sent over a quarter period late: {sent['late']}")
     print(f"onset gaps off a multiple of 12 ticks: median {statistics.median(off):.3f}, max {max(off):.3f} ticks; "
           f"onset phase against the sent grid: {min(phases):+.2f}..{max(phases):+.2f} ticks")
-    assert sum(each > TOLERANCE_TICKS for each in off) <= OUTLIERS, ([round(gap, 2) for gap in gaps], [round(p, 2) for p in phases])
+    assert sum(each > TOLERANCE_TICKS for each in off) <= OUTLIERS * len(off), \
+        ([round(gap, 2) for gap in gaps], [round(p, 2) for p in phases])
+    # no slip: the onsets of the last third sit where those of the first third did on the sent grid
+    third = len(phases) // 3
+    assert abs(statistics.median(phases[-third:]) - statistics.median(phases[:third])) < TOLERANCE_TICKS, phases
     assert all(round(gap / 12) >= 1 for gap in gaps)
 
     found = re.search(r"MIDI clock: (\d+) duplicate ticks ignored, (\d+) lost ticks counted", out)

@@ -21,9 +21,10 @@ since the previous tick:
   period or more before the next count is due (so about when the count just given was due): the
   previous tick was held back on the way (a busy server delivers a tick late now and then), not the
   next after a loss; its lost ticks are taken back and this tick is the next one;
-* otherwise it is the next tick. When its phase error is still half a period or more, the DAW changed
-  tempo faster than the line follows: the line starts again from this tick and the one before
-  (*relock*), so the next tick is already predicted at the new tempo.
+* otherwise it is the next tick. When its phase error is still half a period or more, in the same
+  direction, at two ticks in a row, the DAW changed tempo faster than the line follows: the line
+  starts again from this tick and the one before (*relock*), so the next tick is already predicted
+  at the new tempo. (One tick that far off is one held back on the way: a busy server does that.)
 
 Jitter of up to a quarter period therefore never moves the count. While the line is young (fewer
 than :data:`LOCK_TICKS` ticks since the follower began or relocked) its period is too uncertain to
@@ -83,6 +84,7 @@ class TickFollower:
         self.lost = 0
         self.relocks = 0
         self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
+        self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
 
     # -- the line ----------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class TickFollower:
         if self._history:
             self.relocks += 1
         self._history.clear()
+        self._drift = 0
 
     def feed(self, now: float) -> TickReading:
         """One tick arrived at ``now``: what it was. Accepted ticks advance :attr:`count`."""
@@ -152,11 +155,13 @@ class TickFollower:
             error -= lost
         if lost and sum(1 for each in self._recent if each) + 1 >= SLOWDOWN_TICKS:
             return self._slowed_down(now)
-        if self.locked and abs(error) >= 0.5:  # the tempo moved faster than the line: start again from the last two ticks
+        drift = (1 if error >= 0.5 else -1 if error <= -0.5 else 0) if self.locked else 0
+        if drift and drift == self._drift:  # the tempo moved faster than the line: start again from the last two ticks
             last = history[-1]
             self.relock()
             history.append(last)
             return self._accept(now, lost, relocked=True)
+        self._drift = drift
         return self._accept(now, lost, relocked=False)
 
     def _late_previous(self, now: float, taken_back: int) -> TickReading:
