@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from jack_helpers import Listener, connect, engine_ports, grid_errors_fit, onset_times, percentile, still_sounding, unique  # noqa: E402
 
 from lofi_live.commands.generate import make_sampler  # noqa: E402
-from lofi_live.commands.run import _normal_priority, _realtime_priority  # noqa: E402
+from lofi_live.commands.run import _normal_priority  # noqa: E402
 from lofi_live.live.engine import Engine, EngineConfig  # noqa: E402
+from lofi_live.live.realtime import MAIN_PRIORITY, set_realtime  # noqa: E402
 from lofi_live.live.web.server import open_surface  # noqa: E402
 from lofi_live.midi.live_ports import MidiPorts  # noqa: E402
 from lofi_live.model.loader import Model  # noqa: E402
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     engine.session = Session(args.bpm, None, journal=False)
     listener = Listener("mido.backends.rtmidi/UNIX_JACK")
     connect(engine_ports(name)[1], listener.jack_name)
-    realtime = _realtime_priority()  # as lofi-live run: the engine's threads real-time where allowed
+    realtime = set_realtime(MAIN_PRIORITY)  # as lofi-live run: the engine's threads real-time where allowed
     engine.start()
     with _normal_priority():  # this thread drives the browser at normal priority, as run's main thread waits
         rss_before = _rss_mb()
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     print(f"  send error p99 ratio (page open / without): {with_page / without:.2f} (target <= 1.2)")
     print(f"  process RSS {rss_before:.0f} MB before the surface, {rss_after:.0f} MB after the page phases "
           f"(+{rss_after - rss_before:.1f} MB)")
-    print(f"  left sounding at the end: {left or 'nothing'}; late steps {engine.lookahead.late_steps}")
+    print(f"  left sounding at the end: {left or 'nothing'}; late steps {engine.responder.lookahead.late_steps}")
     return 0
 
 
@@ -136,9 +137,9 @@ def measure(engine: Engine, listener: Listener, url: str, args, grid: float) -> 
                           window.benchMoves++;
                           control("temperature", 0.6 + 0.4 * Math.sin(window.benchMoves / 5));
                         }}, {MOVE_MS});""")
-                first, start = len(engine.emission_errors), time.perf_counter()
+                first, start = len(engine.responder.emission_errors), time.perf_counter()
                 time.sleep(args.seconds)
-                errors, end = list(engine.emission_errors), time.perf_counter()
+                errors, end = list(engine.responder.emission_errors), time.perf_counter()
                 moves = browser.execute_script("clearInterval(window.benchTimer); return window.benchMoves;") if with_page else 0
                 sent.extend(errors[first:])
                 heard.extend(grid_errors_fit([t for t in onset_times(listener.snapshot()) if start <= t <= end], grid))

@@ -104,3 +104,23 @@ def test_loop_notes_cycle_and_cut():
     assert twice.tokens[:8] == twice.tokens[8:] and twice.end_step == 16
     # a note held over the loop's end sounds again at its start
     assert loops.cycle_pitch_classes([NoteEvent(3.0, 2.0, 62)], 8)[0] == {2}
+
+
+def test_without_replay_only_the_chords_and_groove_shape_the_network():
+    """For a network with a copy gate: no replayed token is mixed in, the network's choice is only restricted."""
+    follower = LoopFollower(GRID_VOCABULARY, variation=0.0, groove=0.0, replay=False)
+    follower.hear(_ids(LOOP * 2))
+    network = np.full(len(GRID_VOCABULARY), 1.0 / len(GRID_VOCABULARY))
+    probs, mask = follower.shape(network)
+    onset = np.array([not token_rules.is_rhythm(t) for t in GRID_VOCABULARY])
+    # step 0 (C major sounds): every allowed chord keeps the same share, the loop's own chord gets no extra weight
+    # (single notes are weighted toward the last note heard, E4)
+    chords = np.array([token_rules.is_chord(t) for t in GRID_VOCABULARY])
+    allowed = np.flatnonzero(mask & onset & chords)
+    assert INDEX["0.4.7"] in allowed and INDEX["9.0.4"] not in allowed and len(allowed) >= 1
+    assert np.allclose(probs[allowed], probs[INDEX["0.4.7"]]) and probs.sum() == pytest.approx(1.0)
+    notes = np.flatnonzero(mask & onset & ~chords)
+    assert probs[INDEX["E4"]] == probs[notes].max()
+    replaying = LoopFollower(GRID_VOCABULARY, variation=0.0, groove=0.0)
+    replaying.hear(_ids(LOOP * 2))
+    assert replaying.shape(network)[0][INDEX["0.4.7"]] == pytest.approx(1.0)

@@ -61,9 +61,11 @@ def test_streamed_data_equals_the_in_memory_data(corpora: tuple[Path, Path], cha
         assert all_windows(make_dataset(streamed_windows, "index", vocab, 16, shuffle, 0)) == expected
 
 
-def test_oversample_is_refused_on_shards(corpora: tuple[Path, Path]) -> None:
+def test_oversample_and_vary_loops_are_refused_on_shards(corpora: tuple[Path, Path]) -> None:
     with pytest.raises(LofiError, match="--oversample needs every window in memory"):
         build_stream_data(options(corpora[1], oversample=5), None)
+    with pytest.raises(LofiError, match="--vary-loops needs every window in memory"):
+        build_stream_data(options(corpora[1], vary_loops=3), None)
 
 
 def test_fit_streams_a_shard_folder_and_exports(corpora: tuple[Path, Path], tmp_path: Path) -> None:

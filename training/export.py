@@ -158,7 +158,8 @@ def metrics_for(history: Sequence[dict[str, float]], epoch: int | None) -> dict[
 
 
 def export(
-    run_dir: Path, checkpoint: Path | None, target: Path, loop_cache: LoopCache = LoopCache()
+    run_dir: Path, checkpoint: Path | None, target: Path, loop_cache: LoopCache = LoopCache(),
+    test_files: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export, check and write the model; returns the JSON description written.
 
@@ -169,6 +170,8 @@ def export(
     from training.tfsetup import quiet_keras, require
 
     run = load_run(run_dir)
+    if test_files:  # the files the model's figures are reported on, never trained or selected on
+        run["data"] = {**run["data"], "test_files": list(test_files)}
     source = checkpoint or best_checkpoint(run_dir)
     if not source.is_file():
         raise LofiError(f"{source}: no such checkpoint file")
@@ -187,6 +190,8 @@ def export(
         raise LofiError(f"{source}: model has {model.output_shape[-1]} outputs "
                         f"but the run's vocabulary has {vocab} tokens")
     units = lstm_units(model)
+    if run["preset"] == "lstm-pointer":
+        return _export_pointer(run, run_dir, source, target, model, windows, loop_cache)
     dtype = tf.int32 if encoding == "index" else tf.float32
     tail = [] if encoding == "index" else [1]
     # any context length up to the window: a short context is read as it is (docs/MODEL_FORMAT.md)
@@ -215,6 +220,39 @@ def export(
         raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
                         f"tolerance {PARITY_TOLERANCE:g}); nothing written")
 
+    return _write_export(run, run_dir, source, target, window_graph, step_graph, units, parity, step_parity,
+                         loop_cache)
+
+
+def _export_pointer(run: dict[str, Any], run_dir: Path, source: Path, target: Path, model: Any,
+                    windows: np.ndarray, loop_cache: LoopCache) -> dict[str, Any]:
+    """The ``lstm-pointer`` preset's graphs (:mod:`training.export_pointer`), checked, then written."""
+    from training import export_pointer
+
+    window = int(run["window"])
+    window_graph, step_graph, parity, step_parity, pointer = export_pointer.graphs(
+        model, len(run["vocabulary"]), window, windows, convert, session)
+    print(f"parity over contexts of {', '.join(map(str, export_pointer.parity_lengths(window)))} tokens "
+          f"({min(8, len(windows))} seed windows): ONNX window graph vs Keras max abs diff {parity:.3g}; step graph "
+          f"(each context from zero state and an empty cache) vs window graph {step_parity:.3g}")
+    if parity > PARITY_TOLERANCE or step_parity > PARITY_TOLERANCE:
+        raise LofiError(f"{source}: export parity check failed (window {parity:.3g}, step {step_parity:.3g}, "
+                        f"tolerance {PARITY_TOLERANCE:g}); nothing written")
+    return _write_export(run, run_dir, source, target, window_graph, step_graph, [pointer["units"]], parity,
+                         step_parity, loop_cache, pointer)
+
+
+def _write_export(run: dict[str, Any], run_dir: Path, source: Path, target: Path, window_graph: bytes,
+                  step_graph: bytes | None, units: Sequence[int], parity: float, step_parity: float,
+                  loop_cache: LoopCache, pointer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Bind, describe, self-check and write the graphs and the JSON of an export whose parity passed."""
+    import tensorflow as tf
+    import tf2onnx
+    from training.tfsetup import quiet_keras
+
+    keras = quiet_keras()
+    vocabulary, window, encoding = run["vocabulary"], int(run["window"]), run["input_encoding"]
+    windows = np.asarray(run.get("seed_windows") or [], dtype=np.int64)
     stem = output_stem(target)
     name = stem.name
     window_graph = bind_graph(window_graph, vocabulary, window)
@@ -240,6 +278,7 @@ def export(
             "tf2onnx": tf2onnx.__version__,
             "opset": OPSET,
         },
+        pointer=pointer,
     )
     # the runtime's own check of the fields, before anything is written
     model_format.check(description, Path(f"{stem}.json"))
@@ -268,6 +307,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint to export (default: the run's best, its last improvement)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="exported_models/NAME",
                         help="writes NAME.onnx, NAME.json and, for a plain LSTM stack, NAME.step.onnx")
+    parser.add_argument("--test-files", action="append", metavar="GLOB",
+                        help="record in the JSON (data.test_files) the files, or globs, the model's figures are "
+                        "reported on and that were never trained or selected on (repeatable)")
     parser.add_argument("--loop-cache", type=float, default=0.0, metavar="WEIGHT",
                         help="mix this share of the loop cache into the network's predictions at run time "
                         "(0 = network alone, the default; see lofi_live/model/loop_cache.py)")
@@ -278,7 +320,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (0.0 <= args.loop_cache < 1.0 and 0.0 < args.loop_decay <= 1.0):
         raise LofiError(f"--loop-cache {args.loop_cache} must be in [0, 1) and --loop-decay {args.loop_decay} in (0, 1]")
-    description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay))
+    description = export(args.run_dir, args.checkpoint, args.output, LoopCache(args.loop_cache, args.loop_decay),
+                         args.test_files or ())
     stem = output_stem(args.output)
     graphs = " and ".join(g["file"] for g in description["graphs"].values())
     print(f"{stem}.json: {description['preset']} model on {description['tokens']} tokens, "

@@ -27,10 +27,15 @@ PRESETS: dict[str, tuple[str, int, str]] = {
     "medium-seq": ("index", 64, "as medium, trained on the next token at every window position"),
     "lstm-attention": ("index", 64, "Embedding 96 -> LSTM 256 -> causal self-attention over the LSTM's outputs "
                        "-> Dense 256 -> softmax at every position; copies loops from its context"),
+    "lstm-pointer": ("index", 32, "token + bar-position embeddings -> LSTM 192 -> pointer-sentinel head (attention "
+                     "over the window proposes what followed each earlier step, a learned gate mixes it with the "
+                     "vocabulary softmax); exact step graph"),
 }
 
 #: presets whose model outputs ``[N, window, V]`` (a prediction per position)
-SEQUENCE_PRESETS = frozenset({"small-seq", "medium-seq", "lstm-attention"})
+SEQUENCE_PRESETS = frozenset({"small-seq", "medium-seq", "lstm-attention", "lstm-pointer"})
+#: presets that read each step's position in the 4/4 bar beside its token (inputs ``tokens`` and ``positions``)
+POSITION_PRESETS = frozenset({"lstm-pointer"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,11 @@ class Preset:
     def sequence(self) -> bool:
         """Whether the model predicts at every window position (targets ``[N, window]``)."""
         return self.name in SEQUENCE_PRESETS
+
+    @property
+    def position(self) -> bool:
+        """Whether the model reads bar positions beside the tokens (a dict input ``tokens`` / ``positions``)."""
+        return self.name in POSITION_PRESETS
 
 
 def _seed(vocab: int, window: int) -> Any:
@@ -115,6 +125,15 @@ def _lstm_attention(vocab: int, window: int) -> Any:
     return model
 
 
+def _lstm_pointer(vocab: int, window: int) -> Any:
+    """:func:`training.pointer.build_pointer`, compiled as a sequence preset."""
+    from training.pointer import build_pointer
+
+    model = build_pointer(vocab, window)
+    compile_model(model, "adam", sequence=True)
+    return model
+
+
 _BUILDERS = {
     "seed": _seed,
     "small": _embedding_lstm("small", 64, 1, sequence=False),
@@ -122,6 +141,7 @@ _BUILDERS = {
     "small-seq": _embedding_lstm("small_seq", 64, 1, sequence=True),
     "medium-seq": _embedding_lstm("medium_seq", 96, 2, sequence=True),
     "lstm-attention": _lstm_attention,
+    "lstm-pointer": _lstm_pointer,
 }
 
 
@@ -168,8 +188,10 @@ def last_accuracy(y_true: Any, y_pred: Any) -> Any:
 
 
 def custom_objects() -> dict[str, Any]:
-    """What ``keras.models.load_model(..., compile=True)`` needs to rebuild a sequence preset's metrics."""
-    return {"last_loss": last_loss, "last_accuracy": last_accuracy}
+    """What ``keras.models.load_model(..., compile=True)`` needs: a sequence preset's metrics, the pointer layer."""
+    from training.pointer import pointer_layer_class
+
+    return {"last_loss": last_loss, "last_accuracy": last_accuracy, "PointerSentinel": pointer_layer_class()}
 
 
 def is_sequence_model(model: Any) -> bool:

@@ -37,16 +37,15 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from lofi_live.errors import LofiError
 from lofi_live.model.loader import MODEL_HELP, PROVIDERS
 from lofi_live.midi.ports import jack_running
+from lofi_live.commands.bench_figures import WARMUP, sample_windows, timing_stats
+from lofi_live.commands.bench_keras import keras_window  # noqa: F401 - also imported from here by tests
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STEPS = 2000
 KERAS_CALLS = 30
-WARMUP = 20
 #: Tempo of the live start-up run: fast, so that a first note sent before the port was connected costs at
 #: most one short grid step (0.1 s) in ``first_note_s``, which is therefore an upper bound.
 LIVE_BPM = 300
@@ -84,27 +83,14 @@ class _NoGC:
             gc.enable()
 
 
-def _stats(seconds: list[float]) -> dict:
-    values = np.asarray(seconds[WARMUP:] if len(seconds) > 2 * WARMUP else seconds) * 1e3
-    return {"median_ms": round(float(np.median(values)), 4), "p99_ms": round(float(np.percentile(values, 99)), 4)}
-
-
-def _windows(model, count: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    if model.seed_windows:
-        base = np.asarray(model.seed_windows)
-        return base[rng.integers(len(base), size=count)]
-    return rng.integers(0, len(model.vocabulary), (count, model.window))
-
-
 def onnx_window(model, steps: int) -> dict:
     """The window graph on one window per call (batch 1)."""
-    windows = _windows(model, min(steps, 256))
+    windows = sample_windows(model, min(steps, 256))
     times = []
     budget = time.perf_counter() + 20
     with _NoGC():
         _window_loop(model, windows, steps, times, budget)
-    return _stats(times)
+    return timing_stats(times)
 
 
 def _window_loop(model, windows, steps, times, budget) -> None:
@@ -123,7 +109,7 @@ def onnx_step(model, steps: int) -> dict:
 
     stepper = model.stepper()
     sampler = make_sampler(model, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, 0, DEFAULT_MAX_REPEAT)
-    probs = stepper.reset(_windows(model, 1)[0])
+    probs = stepper.reset(sample_windows(model, 1)[0])
     times = []
     with _NoGC():
         for _ in range(steps + WARMUP):
@@ -131,20 +117,20 @@ def onnx_step(model, steps: int) -> dict:
             token = sampler.choose(probs)
             probs = stepper.advance(token)
             times.append(time.perf_counter() - started)
-    return _stats(times)
+    return timing_stats(times)
 
 
 def onnx_reset(model, calls: int = 60) -> dict:
     """Rebuilding the state from a whole window (what the live engine does after the player's notes)."""
     stepper = model.stepper()
-    windows = _windows(model, calls)
+    windows = sample_windows(model, calls)
     times = []
     with _NoGC():
         for window in windows:
             started = time.perf_counter()
             stepper.reset(window)
             times.append(time.perf_counter() - started)
-    return _stats(times[5:])
+    return timing_stats(times[5:])
 
 
 def generate_500(model) -> float:
@@ -158,64 +144,12 @@ def generate_500(model) -> float:
         for _ in range(3):  # best of three: the machine is shared
             started = time.perf_counter()
             sampler = make_sampler(model, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, 1, DEFAULT_MAX_REPEAT)
-            indices = generate_indices(model, _windows(model, 1)[0], 500, sampler)
+            indices = generate_indices(model, sample_windows(model, 1)[0], 500, sampler)
             write_tokens_midi(Path(folder) / "bench.mid", model.decode(indices), grid_beats=model.grid_beats,
                               kind=model.tokens)
             elapsed = time.perf_counter() - started
             best = elapsed if best is None else min(best, elapsed)
     return round(best, 4)
-
-
-def keras_checkpoint(model, given: str | None = None) -> Path | None:
-    if given:
-        if not Path(given).is_file():
-            raise LofiError(f"{given}: no such Keras checkpoint")
-        return Path(given)
-    training = model.meta.get("training") or {}
-    run, checkpoint = training.get("run"), training.get("checkpoint")
-    if not run or not checkpoint:
-        return None
-    path = Path(run) / checkpoint
-    return path if path.is_file() else None
-
-
-def keras_window(model, calls: int, checkpoint: str | None = None) -> tuple[dict | None, str | None]:
-    """The seed's per-step ``model.predict`` on the window, with the export's own Keras checkpoint.
-
-    The loaded network is checked against the ONNX window graph on one window; a checkpoint whose
-    predictions differ by more than 1e-4 is refused (it is not the exported model).
-    """
-    checkpoint = keras_checkpoint(model, checkpoint)
-    if checkpoint is None:
-        return None, f"{model.name}: Keras checkpoint not found (training.run/checkpoint in the JSON)"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    try:
-        import keras  # noqa: F401 - the single lazy TensorFlow import of lofi_live
-        import tensorflow as tf
-    except Exception:  # noqa: BLE001
-        return None, "TensorFlow is not installed: the seed approach (Keras predict) is not measured"
-    tf.get_logger().setLevel("ERROR")
-    try:
-        network = keras.models.load_model(checkpoint, compile=False)
-    except Exception as error:  # noqa: BLE001
-        return None, f"{checkpoint}: cannot be loaded by Keras ({str(error).splitlines()[0][:100]})"
-    windows = _windows(model, calls + 3)
-    feeds = model.feed(windows)
-    check = network.predict(feeds[:1], verbose=0)
-    if check.ndim == 3:  # a sequence preset predicts at every position; the window graph keeps the last
-        check = check[:, -1]
-    difference = float(np.abs(check - model.window_probs(windows[:1], cache=False)).max())
-    if difference > 1e-4:
-        return None, f"{checkpoint}: its predictions differ from {model.name}.onnx by {difference:.2g}: not the exported weights"
-    times = []
-    for i in range(calls + 3):
-        started = time.perf_counter()
-        network.predict(feeds[i : i + 1], verbose=0)
-        times.append(time.perf_counter() - started)
-    stats = _stats(times[3:])
-    model.meta.setdefault("_bench", {})["keras_max_abs_diff_vs_onnx"] = difference
-    return stats, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +226,7 @@ def live_start(model, timeout: float = 20.0) -> tuple[dict, str | None]:
             return {}, f"live start-up not measured: cannot open a JACK port ({error})"
         from lofi_live.commands.generate import write_tokens_midi
 
-        seed = write_tokens_midi(Path(folder) / "seed.mid", model.decode(_windows(model, 1)[0]), 90,
+        seed = write_tokens_midi(Path(folder) / "seed.mid", model.decode(sample_windows(model, 1)[0]), 90,
                                  model.grid_beats, model.tokens)
         engine = f"lofi-bench-live {os.getpid()}"
         engine_out = f"{engine} Out:{engine}"  # the run command's virtual output port on JACK

@@ -21,8 +21,9 @@ before it as the track ``player (seed)``), so the file lines up with the clip in
 Continuing a clip, a grid model's choices follow the loop heard in it (``--follow chord``, the default:
 :class:`lofi_live.model.loop_follow.LoopFollower`): ``--variation`` weighs the network against replaying the
 loop (0 replays it), and the network's share keeps to the loop's groove and to the pitch classes sounding in
-it at that point of its cycle. ``--follow off`` leaves every step to the network. A model with a copy gate
-gets the same ``--variation`` (0.5 is its own gate's choice), so one number means the same with every model.
+it at that point of its cycle. A model with a copy gate copies the loop itself: ``--variation`` goes to its
+gate (0 copies only, 0.5 is the gate's own choice, 1 the vocabulary only) and the rule only keeps its choices
+to the loop's groove and chords. ``--follow off`` leaves every step to the network.
 
 Chords are voiced by :func:`lofi_live.tokens.rules.token_pitches` only. The notes then sound as live
 (:mod:`lofi_live.timing.groove`): ``--swing PCT`` puts every off-beat eighth PCT % of the way through its beat
@@ -100,8 +101,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", help=f"scale of --key: {', '.join(SCALES)} (default minor; auto detects major/minor)")
     parser.add_argument("--variation", type=parse_variation, metavar="0..1", default=DEFAULT_VARIATION,
                         help=f"how far a continuation of --seed-midi strays from the loop it heard: 0 replays it, 1 leaves "
-                             f"each step to the network (default {DEFAULT_VARIATION:g}); a model with a copy gate gets it "
-                             "too (0.5 = its own gate)")
+                             f"each step to the network (default {DEFAULT_VARIATION:g}); a model with a copy gate takes it "
+                             "itself (0.5 = its gate's own choice)")
     parser.add_argument("--follow", choices=FOLLOW_CHOICES, default=DEFAULT_FOLLOW,
                         help="grid models continuing --seed-midi: 'chord' replays the loop heard in the clip and keeps "
                              "the network's variations on its groove and within the pitch classes sounding in it at "
@@ -314,7 +315,9 @@ def make_follower(model, args: argparse.Namespace, seed: Seed) -> LoopFollower |
     """The loop rule of ``--follow`` and ``--variation`` for a grid model continuing a clip (else None)."""
     if model.tokens != "grid" or not args.seed_midi or args.follow == "off":
         return None
-    follower = LoopFollower(model.vocabulary, args.variation, legato=args.legato)
+    # a network with a copy gate copies the loop itself: the rule then only keeps it to the loop's chords and groove
+    follower = LoopFollower(model.vocabulary, args.variation, legato=args.legato,
+                            replay=not getattr(model, "has_copy_gate", False))
     follower.hear(seed.heard)
     return follower
 

@@ -143,6 +143,10 @@ class Description:
     baselines: dict | None
     loop_cache: LoopCache
     meta: dict
+    #: whether the graphs read each step's bar position beside its token
+    position: bool = False
+    #: the copy head's sizes (``units``, ``key_dim``) of a model that copies from its window, else None
+    pointer: dict | None = None
 
 
 def describe(
@@ -161,6 +165,7 @@ def describe(
     data: Mapping[str, Any],
     metrics: Mapping[str, Any],
     training: Mapping[str, Any],
+    pointer: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON object of an exported model (docs/MODEL_FORMAT.md), field order as written."""
     graphs = {"window": window_graph.to_json()}
@@ -174,6 +179,7 @@ def describe(
         "grid_beats": token_rules.GRID_BEATS,
         "tokens": tokens,
         "input_encoding": encoding,
+        **({"position": True, "pointer": dict(pointer)} if pointer is not None else {}),
         "vocabulary": list(vocabulary),
         "graphs": graphs,
         "seed_windows": [[int(i) for i in w] for w in seed_windows],
@@ -216,8 +222,26 @@ def check(meta: Any, where: Path) -> Description:
     loop_cache = _loop_cache(meta, where)
     window_graph = _graph(graphs["window"], "window", where)
     step_graph = _graph(graphs["step"], "step", where) if graphs.get("step") is not None else None
+    position = meta.get("position", False)
+    if not isinstance(position, bool):
+        raise _fail(where, f"field 'position' must be true or false, not {position!r}")
+    pointer = _pointer(meta, where)
+    if pointer is not None and not position:
+        raise _fail(where, "a model with a pointer section reads bar positions: 'position' must be true")
+    if pointer is not None and step_graph is None:
+        raise _fail(where, "a model with a pointer section needs its step graph (graphs.step)")
     return Description(str(meta.get("name") or where.stem), vocabulary, window, grid_beats, tokens, encoding,
-                       window_graph, step_graph, seed_windows, baselines, loop_cache, meta)
+                       window_graph, step_graph, seed_windows, baselines, loop_cache, meta, position, pointer)
+
+
+def _pointer(meta: dict, where: Path) -> dict | None:
+    """The optional ``pointer`` section: the copy head's ``units`` (LSTM state) and ``key_dim`` (cache keys)."""
+    entry = meta.get("pointer")
+    if entry is None:
+        return None
+    if not isinstance(entry, dict) or not all(_is_int(entry.get(k)) and entry[k] > 0 for k in ("units", "key_dim")):
+        raise _fail(where, "pointer must be an object with positive integers units and key_dim")
+    return {"units": entry["units"], "key_dim": entry["key_dim"]}
 
 
 def _fail(where: Path | str, reason: str) -> LofiError:

@@ -24,13 +24,10 @@ cost more than the whole step on one core).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import time
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -48,163 +45,27 @@ from lofi_live.model.format import (
     state_output,
     vocabulary_digest,
 )
+from lofi_live.model import pointer as pointer_graphs
+from lofi_live.model.pointer import PointerStepper, check_variation, default_positions, mix
+from lofi_live.model.paths import (  # noqa: F401 - re-exported: commands and tests import them from here
+    DEFAULT_MODEL,
+    MODEL_ENV,
+    MODEL_HELP,
+    SHIPPED_MODELS_PACKAGE,
+    default_model_path,
+    resolve_model_path,
+    shipped_model_names,
+    shipped_models_dir,
+)
+from lofi_live.model.providers import PROVIDERS, cuda_problem
+from lofi_live.model.providers import session as _session
 from lofi_live.model.steppers import Stepper, WindowStepper, repeat_to_window
 
-#: Environment variable naming the model used when ``--model`` is not given.
-MODEL_ENV = "LOFI_LIVE_MODEL"
-#: The shipped model used when neither ``--model`` nor ``$LOFI_LIVE_MODEL`` names one.
-DEFAULT_MODEL = "lofi"
-#: The package whose data files are the shipped models (the top-level ``exported_models/`` folder).
-SHIPPED_MODELS_PACKAGE = "exported_models"
-#: ONNX Runtime providers a command may ask for (``--provider``): the one list every command offers.
-PROVIDERS = ("auto", "cpu", "cuda")
-_CUDA = "CUDAExecutionProvider"
-_CPU = "CPUExecutionProvider"
 #: Model descriptions above this size are refused (a real one is well under 1 MB).
 MAX_JSON_BYTES = 64 * 1024 * 1024
 
-
-#: The ``--model`` help text of every command.
-MODEL_HELP = ("exported model: a shipped model's name (e.g. lofi, lofi-seed) or a path NAME, NAME.json or NAME.onnx "
-              f"(default: ${MODEL_ENV}, else the shipped {DEFAULT_MODEL})")
-
-
-def shipped_models_dir() -> Path:
-    """The folder of the shipped models: the checkout's ``exported_models/``, or its installed copy.
-
-    Found through :mod:`importlib.resources` rather than next to this file, because a wheel installs
-    ``exported_models`` as a package of its own beside ``lofi_live``. pip installs packages as plain
-    folders, so the result is a real folder holding each model's three files side by side.
-    """
-    try:
-        return Path(str(resources.files(SHIPPED_MODELS_PACKAGE)))
-    except ModuleNotFoundError:
-        raise LofiError(f"the shipped models are not installed (no {SHIPPED_MODELS_PACKAGE} package); "
-                        "reinstall lofi-live or pass --model") from None
-
-
-def shipped_model_names() -> list[str]:
-    """The names ``--model`` accepts without a path: every ``NAME.json`` among the shipped models."""
-    return sorted(path.stem for path in shipped_models_dir().glob("*.json"))
-
-
-def default_model_path() -> Path:
-    """The model used when ``--model`` is not given: ``$LOFI_LIVE_MODEL`` when set, else the shipped ``lofi``.
-
-    The variable is read as ``--model`` is (a path or a shipped model's name) by :func:`resolve_model_path`.
-    """
-    override = os.environ.get(MODEL_ENV, "").strip()
-    return Path(override).expanduser() if override else shipped_models_dir() / DEFAULT_MODEL
-
-
-def resolve_model_path(arg: str | os.PathLike | None = None) -> Path:
-    """The ``NAME.json`` of a model given as a path or as the name of a shipped model.
-
-    A path is ``NAME``, ``NAME.json``, ``NAME.onnx``, ``NAME.step.onnx`` or a folder holding exactly one
-    ``*.json`` model. A bare name (no folder part) that is no model in the current folder is looked up among
-    the shipped models, so ``--model lofi`` works from any folder and in an installed wheel; a file of that
-    name in the current folder comes first, as any path does. ``None`` means :func:`default_model_path`.
-    """
-    text = os.fspath(default_model_path() if arg in (None, "") else arg)
-    path = _model_json(Path(text).expanduser())
-    if path.exists() or Path(text).name != text:
-        return path
-    shipped = _model_json(shipped_models_dir() / text)
-    if shipped.is_file():
-        return shipped
-    names = ", ".join(shipped_model_names()) or "none"
-    raise LofiError(f"{text}: no such model, neither a file here nor a shipped model (shipped: {names}); "
-                    "give a path or a shipped model's name")
-
-
-def _model_json(path: Path) -> Path:
-    """``path`` (any of the forms :func:`resolve_model_path` accepts) as the path of its ``NAME.json``."""
-    if path.is_dir():
-        found = sorted(path.glob("*.json"))
-        if len(found) == 1:
-            return found[0]
-        raise LofiError(f"{path}: a folder; give the model as NAME, NAME.json or NAME.onnx")
-    name = path.name
-    for suffix in (".step.onnx", ".onnx", ".json"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
-
-
 def _fail(where: Path | str, reason: str) -> LofiError:
     return LofiError(f"{where}: {reason}")
-
-
-# --------------------------------------------------------------------------------------------
-# Providers
-
-
-def _ort():
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # errors only: no provider warnings on CPU-only machines
-    return ort
-
-
-@lru_cache(maxsize=1)
-def cuda_problem() -> str | None:
-    """Why CUDA cannot be used here (``None`` when it can), found without ONNX Runtime's error spam."""
-    ort = _ort()
-    if _CUDA not in ort.get_available_providers():
-        return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
-    try:
-        driver = ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
-    except OSError:
-        return "no NVIDIA driver (libcuda) found"
-    count = ctypes.c_int(0)
-    try:
-        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
-            return "the NVIDIA driver reports no usable GPU"
-    except AttributeError:
-        return "the NVIDIA driver library is not usable"
-    capi = Path(ort.__file__).parent / "capi"
-    library = capi / ("libonnxruntime_providers_cuda.so" if os.name != "nt" else "onnxruntime_providers_cuda.dll")
-    try:
-        ctypes.CDLL(str(library))
-    except OSError as first:
-        try:  # CUDA/cuDNN from the nvidia-* pip packages, when installed
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                ort.preload_dlls(msvc=False)
-            ctypes.CDLL(str(library))
-        except Exception:  # noqa: BLE001 - any failure means the same thing: no CUDA
-            return f"the CUDA libraries onnxruntime needs are missing ({str(first).split(':')[0]})"
-    return None
-
-
-def _session_options(threads: int):
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # fatal only: a failed run raises, and our one-line error says why
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads == 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def _session(data: bytes, where: Path, provider: str, threads: int):
-    """An InferenceSession on ``provider`` ("cpu"/"cuda"); a broken graph becomes a LofiError."""
-    ort = _ort()
-    providers = [_CUDA, _CPU] if provider == "cuda" else [_CPU]
-    try:
-        session = ort.InferenceSession(data, sess_options=_session_options(threads), providers=providers)
-    except Exception as error:  # noqa: BLE001 - onnxruntime raises several unrelated types
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise _fail(where, f"not a valid ONNX graph, truncated or damaged ({reason})") from None
-    if provider == "cuda" and session.get_providers()[0] != _CUDA:
-        raise _fail(where, "the CUDA provider did not initialise")
-    return session
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,6 +156,8 @@ class Model:
         self.grid_beats, self.tokens, self.encoding = described.grid_beats, described.tokens, described.encoding
         self.seed_windows, self._baselines = described.seed_windows, described.baselines
         self.loop_cache = described.loop_cache
+        self.pointer = described.pointer
+        self._positions = described.position
         window_graph, step_graph = described.window_graph, described.step_graph
 
         window_file, window_bytes = _read_graph(json_path, window_graph, "window")
@@ -357,14 +220,21 @@ class Model:
         session = self._window_session
         in_name, out_name = graph.input, graph.output
         inputs, outputs = session.get_inputs(), session.get_outputs()
-        if len(inputs) != 1:
+        if self.uses_position:
+            pointer_graphs.check_window_graph(self, where, session)
+        elif len(inputs) != 1:
             raise _fail(where, f"the window graph has {len(inputs)} inputs, expected 1 ({in_name!r})")
-        self._check_input(where, inputs[0], in_name, self.window)
+        else:
+            self._check_input(where, inputs[0], in_name, self.window)
         names = [o.name for o in outputs]
         if out_name not in names:
             raise _fail(where, f"no output {out_name!r} (outputs: {', '.join(names)})")
         size = len(self.vocabulary)
-        probs = self._run_window(np.zeros((1, self.window), np.int64), session, in_name, out_name)
+        if self.uses_position:
+            zeros = np.zeros((1, self.window), np.int32)
+            probs = session.run([out_name], {"tokens": zeros, "positions": zeros})[0]
+        else:
+            probs = self._run_window(np.zeros((1, self.window), np.int64), session, in_name, out_name)
         if probs.shape != (1, size):
             raise _fail(where, f"output size {probs.shape[-1]} differs from the vocabulary size {size} in {self.path.name}")
         if not np.all(np.isfinite(probs)) or abs(float(probs.sum()) - 1) > 1e-3:
@@ -377,6 +247,10 @@ class Model:
         session = self._step_session
         in_name, out_name, states = graph.input, graph.output, graph.states
         inputs = {node.name: node for node in session.get_inputs()}
+        if self.pointer is not None:
+            self.states = [(name, units) for name, units in states]
+            pointer_graphs.check_step_graph(self, where, session)
+            return
         expected_inputs = [in_name] + [name for name, _ in states]
         if sorted(inputs) != sorted(expected_inputs):
             raise _fail(where, f"step graph inputs are {sorted(inputs)}, the JSON says {sorted(expected_inputs)}")
@@ -435,6 +309,16 @@ class Model:
         return self._step_session is not None
 
     @property
+    def uses_position(self) -> bool:
+        """Whether the model reads each step's position in the 4/4 bar beside its token (``"position": true``)."""
+        return self._positions
+
+    @property
+    def has_copy_gate(self) -> bool:
+        """Whether the model copies from its window through a gate that ``variation`` moves (a ``pointer`` section)."""
+        return self.pointer is not None
+
+    @property
     def free_length(self) -> bool:
         """Whether the window graph takes contexts of any length up to ``window`` (every export since short
         contexts were defined); an older window graph takes exactly ``window`` tokens."""
@@ -463,24 +347,48 @@ class Model:
         session = session or self._window_session
         return session.run([out_name or self._window_out], {in_name or self._window_in: self.feed(windows)})[0]
 
-    def window_probs(self, windows: np.ndarray, batch: int = 1024, cache: bool = True) -> np.ndarray:
+    def window_probs(self, windows: np.ndarray, positions: np.ndarray | None = None, batch: int = 1024,
+                     cache: bool = True, variation: float | None = None) -> np.ndarray:
         """Next-token probabilities ``(N, V)`` for contexts of token indices ``(N, L)``, ``1 <= L <= window``.
 
         A context shorter than the window is read as it is, from zero state (docs/MODEL_FORMAT.md, "Short
         contexts"), the same answer a :class:`Stepper` gives after those tokens. With ``cache`` (the
         default, as played) the model's loop cache is mixed in; ``cache=False`` gives the network alone.
+        ``positions`` (same shape, bar positions 0-7) feed a model that :attr:`uses_position`; left out, each
+        context's first token is on a downbeat. ``variation`` moves a copy gate (:mod:`lofi_live.model.pointer`;
+        None: the network's own); models without one ignore both.
         """
         windows = np.asarray(windows)
+        variation = check_variation(variation)
         if windows.ndim == 1:
             windows = windows[None, :]
+            positions = None if positions is None else np.asarray(positions)[None, :]
         if windows.ndim != 2 or not 1 <= windows.shape[1] <= self.window:
             raise ValueError(f"windows must be shaped (N, L) with 1 <= L <= {self.window}, got {windows.shape}")
         if len(windows) and (windows.min() < 0 or windows.max() >= len(self.vocabulary)):
             raise ValueError("token index outside the vocabulary")
-        probs = self._network_probs(windows, batch)
+        if self.uses_position:
+            steps = (np.tile(default_positions(windows.shape[1]), (len(windows), 1)) if positions is None
+                     else np.asarray(positions))
+            if steps.shape != windows.shape:
+                raise ValueError(f"positions shaped {steps.shape} differ from the windows' {windows.shape}")
+            probs = self._pointer_probs(windows, steps % 8, batch, variation)
+        else:
+            probs = self._network_probs(windows, batch)
         if cache and self.loop_cache.active:
             probs = np.stack([self.loop_cache.mix(row, window) for row, window in zip(probs, windows)])
         return probs
+
+    def _pointer_probs(self, contexts: np.ndarray, positions: np.ndarray, batch: int,
+                       variation: float | None) -> np.ndarray:
+        """A position (and copy-gate) model's window graph on checked contexts, mixed under ``variation``."""
+        names = list(pointer_graphs.POINTER_OUTPUTS) if self.has_copy_gate else [self._window_out]
+        found = []
+        for i in range(0, len(contexts), batch):
+            feeds = {"tokens": contexts[i:i + batch].astype(np.int32), "positions": positions[i:i + batch].astype(np.int32)}
+            out = self._window_session.run(names, feeds)
+            found.append(mix(out[1], out[2], out[3], variation) if self.has_copy_gate else out[0])
+        return np.concatenate(found) if found else np.zeros((0, len(self.vocabulary)), np.float32)
 
     def _network_probs(self, contexts: np.ndarray, batch: int = 1024) -> np.ndarray:
         """The network's probabilities for checked contexts ``(N, L)``, under the short-context rule.
@@ -516,8 +424,10 @@ class Model:
             states = outputs[1:]
         return outputs[0], states
 
-    def stepper(self) -> "Stepper | WindowStepper":
+    def stepper(self) -> "Stepper | WindowStepper | PointerStepper":
         """A fresh incremental predictor (step graph when exported, else the window graph)."""
+        if self.has_copy_gate and self.has_step_graph:
+            return PointerStepper(self)
         return Stepper(self) if self.has_step_graph else WindowStepper(self)
 
     def __repr__(self) -> str:

@@ -10,9 +10,11 @@ touches what ``evaluate`` scores, the network alone) for a grid model:
    reach :data:`MIN_LOOP_SCORE`, ties going to the shorter period). Without such a repetition the whole phrase, up
    to :data:`MAX_CYCLE` steps, is the cycle. The last cycle heard is the loop, and the continuation starts at
    its beginning (the heard phrase ends on a bar line, docs/CORPUS_FORMAT.md "Seed clips").
-2. **Replay.** At each step, with weight ``1 - variation``, the loop's token at this point of the cycle; with
-   weight ``variation``, the network's own distribution: ``p = (1 - v) * onehot(loop token) + v * p_network``.
-   So ``variation`` 0 replays the loop, 1 leaves the choice to the network (within 3 and 4).
+2. **Replay** (``replay=True``, for a network without a copy gate). At each step, with weight ``1 - variation``,
+   the loop's token at this point of the cycle; with weight ``variation``, the network's own distribution:
+   ``p = (1 - v) * onehot(loop token) + v * p_network``. So ``variation`` 0 replays the loop, 1 leaves the
+   choice to the network (within 3 and 4). A network with a copy gate copies from its window itself and takes
+   the variation there (``replay=False``): no rule stands in for its copying, and 3 and 4 still apply.
 3. **Chord tones.** Onset tokens are restricted to those whose pitch classes all sound in the
    loop at this point of its cycle (the last onset at or before it, or the onsets on either side of a rest);
    a single note also stays within the loop's register (:data:`REGISTER_BELOW` / :data:`REGISTER_ABOVE`
@@ -77,7 +79,7 @@ class LoopFollower:
     """Replays a heard loop and keeps the network's variations within its chords (see the module notes)."""
 
     def __init__(self, vocabulary: Sequence[str], variation: float = DEFAULT_VARIATION, groove: float = GROOVE,
-                 legato: float = 0.0):
+                 legato: float = 0.0, replay: bool = True):
         if not 0.0 <= variation <= 1.0:
             raise LofiError(f"variation must be in 0..1, not {variation}")
         if not 0.0 <= groove <= 1.0:
@@ -85,6 +87,7 @@ class LoopFollower:
         self.vocabulary = list(vocabulary)
         self.variation = float(variation)
         self.groove = float(groove)
+        self.replay = replay
         #: the sampler's legato, applied here to the network's share only: a replayed rest is the player's own
         self.legato = float(legato)
         self._hold = self.vocabulary.index(token_rules.HOLD) if token_rules.HOLD in self.vocabulary else -1
@@ -192,6 +195,8 @@ class LoopFollower:
             p = np.where(mask, p, 0.0)
         total = p.sum()
         p = p / total if total > 0 else p
+        if not self.replay:
+            return p, mask
         copy = np.zeros_like(p)
         copy[self.loop[where]] = 1.0
         return (1.0 - self.variation) * copy + self.variation * p, mask

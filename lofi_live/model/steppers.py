@@ -76,10 +76,15 @@ class Stepper:
     def _run(self, feeds: dict) -> list:
         return self._session.run(self._outputs, feeds)
 
-    def reset(self, window: Sequence[int]) -> np.ndarray:
+    #: a model without a copy gate has nothing for ``--variation`` to move: the value is kept and unused
+    variation: float | None = None
+
+    def reset(self, window: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
         """Rebuild the state from a context (read from zero state); returns the next-token probabilities.
 
         A context shorter than the model's window is read as it is; a longer one is cut to its last tokens.
+        ``positions`` are accepted for the interface of :class:`lofi_live.model.pointer.PointerStepper` and
+        unused: this model reads no bar positions.
         """
         tokens = [int(t) for t in window][-self.window :]
         if not tokens:
@@ -99,8 +104,9 @@ class Stepper:
         self.probs = self.model.loop_cache.mix(probs[0], self._history)
         return self.probs
 
-    def advance(self, token: int) -> np.ndarray:
-        """Feed one token index and carry the state; returns the next-token probabilities ``(V,)``."""
+    def advance(self, token: int, position: int | None = None) -> np.ndarray:
+        """Feed one token index and carry the state; returns the next-token probabilities ``(V,)``
+        (``position`` is unused: this model reads no bar positions)."""
         token = int(token)
         self._set_token(token)
         self._history.append(token)
@@ -154,8 +160,12 @@ class WindowStepper:
         self.probs = self.model.loop_cache.mix(self.model._network_probs(context)[0], self._history)
         return self.probs
 
-    def reset(self, window: Sequence[int]) -> np.ndarray:
-        """Use the last ``window`` tokens of a context (a short one as it is); returns the next-token probabilities."""
+    #: kept and unused, as :attr:`Stepper.variation`
+    variation: float | None = None
+
+    def reset(self, window: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
+        """Use the last ``window`` tokens of a context (a short one as it is); returns the next-token probabilities
+        (``positions`` unused: this model reads no bar positions)."""
         tokens = [int(t) for t in window][-self.window :]
         if not tokens:
             raise ValueError("reset needs at least one token")
@@ -165,7 +175,7 @@ class WindowStepper:
         self._history.extend(tokens)
         return self._predict()
 
-    def advance(self, token: int) -> np.ndarray:
+    def advance(self, token: int, position: int | None = None) -> np.ndarray:
         token = int(token)
         if not 0 <= token < self._size:
             raise ValueError(f"token index {token} outside the vocabulary (0..{self._size - 1})")

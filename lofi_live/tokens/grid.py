@@ -76,6 +76,16 @@ def step_token(onset_pitches: Iterable[int], sounding: bool) -> str:
 
 def notes_to_tokens(notes: Iterable[NoteEvent]) -> list[str]:
     """Grid tokens of notes timed in beats (drums and zero-length notes included as given)."""
+    return notes_to_grid(notes)[0]
+
+
+def notes_to_grid(notes: Iterable[NoteEvent]) -> tuple[list[str], list[int]]:
+    """Grid tokens of notes timed in beats, and each token's position in its 4/4 bar (0-7).
+
+    The position is the token's grid step counted from beat 0 (a downbeat), modulo
+    :data:`STEPS_PER_BAR`: it stays right where a long silence was cut to :data:`MAX_RESTS` rests, which
+    a count of the kept tokens would not.
+    """
     onsets: dict[int, list[int]] = {}
     ends: list[tuple[int, float]] = []  # (onset step, end beat) of every note
     for note in notes:
@@ -83,7 +93,7 @@ def notes_to_tokens(notes: Iterable[NoteEvent]) -> list[str]:
         onsets.setdefault(step, []).append(note.pitch)
         ends.append((step, note.start + note.duration))
     if not onsets:
-        return []
+        return [], []
     # the last step whose probe time a note still sounds at (holds after the last onset)
     last = max(max(onsets), *(math.ceil((end - HOLD_PROBE_BEATS) / STEP_BEATS) - 1 for _, end in ends))
     # the latest end of the notes begun at each step, then its running maximum: a step s without
@@ -92,6 +102,7 @@ def notes_to_tokens(notes: Iterable[NoteEvent]) -> list[str]:
     for step, end in ends:
         latest[step] = max(latest.get(step, -math.inf), end)
     found: list[str] = []
+    steps: list[int] = []
     reach = -math.inf  # latest end of the notes begun before the current step
     rests = 0
     for step in range(min(0, min(onsets)), last + 1):
@@ -105,9 +116,11 @@ def notes_to_tokens(notes: Iterable[NoteEvent]) -> list[str]:
         else:
             rests = 0
         found.append(token)
+        steps.append(step % STEPS_PER_BAR)
     while found and found[-1] == token_rules.REST:
         found.pop()
-    return found
+        steps.pop()
+    return found, steps
 
 
 def midi_file_notes(midi: mido.MidiFile, tracks: str | None = None) -> list[NoteEvent]:
@@ -133,6 +146,11 @@ def file_notes(path: str | os.PathLike, tracks: str | None = None) -> list[NoteE
 def file_tokens(path: str | os.PathLike, tracks: str | None = None) -> list[str]:
     """Grid tokens of one MIDI file (of its tracks named like ``tracks``); bad files raise a one-line error."""
     return notes_to_tokens(file_notes(path, tracks))
+
+
+def file_grid(path: str | os.PathLike, tracks: str | None = None) -> tuple[list[str], list[int]]:
+    """:func:`file_tokens` with each token's position in its bar (:func:`notes_to_grid`)."""
+    return notes_to_grid(file_notes(path, tracks))
 
 
 def tokens_to_notes(tokens: Sequence[str], velocity: int = 80, start_step: int = 0) -> list[NoteEvent]:

@@ -72,5 +72,5 @@ def parse_on_dask(client: Any, jobs: Sequence[tuple], cache_dir: Path | None) ->
                             "again (with the cache, files already parsed are not parsed again)") from None
         future.release()
         if result.tokens is not None:
-            write_cache(cache_dir, result.sha256, kind, result.tokens, tracks)
+            write_cache(cache_dir, result.sha256, kind, result.tokens, tracks, result.positions)
         yield result

@@ -48,6 +48,15 @@ class FileResult:
     tokens: list[str] | None
     reason: str | None = None
     cached: bool = False
+    #: grid tokens only: each token's position in its 4/4 bar (0-7, from the file's beat grid)
+    positions: list[int] | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The file's corpus entry: path, hash, tokens and (grid) positions."""
+        found: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "tokens": self.tokens}
+        if self.positions is not None:
+            found["positions"] = self.positions
+        return found
 
 
 class ParseTimeout(Exception):
@@ -105,8 +114,12 @@ def _cache_stamp(tokens: str, tracks: str | None = None) -> dict[str, str]:
     return stamp
 
 
-def _read_cache(cache_dir: Path | None, sha256: str, tokens: str, tracks: str | None = None) -> list[str] | None:
-    """Cached tokens for a file hash, or None when absent, unreadable or made with other rules."""
+def _read_cache(
+    cache_dir: Path | None, sha256: str, tokens: str, tracks: str | None = None
+) -> tuple[list[str], list[int] | None] | None:
+    """Cached (tokens, positions) for a file hash, or None when absent, unreadable or made with other rules.
+
+    A grid entry without positions (written before they were recorded) is a miss."""
     if cache_dir is None:
         return None
     try:
@@ -118,18 +131,23 @@ def _read_cache(cache_dir: Path | None, sha256: str, tokens: str, tracks: str | 
         return None
     if not isinstance(entry.get("tokens"), list):
         return None
-    return [str(t) for t in entry["tokens"]]
+    positions = entry.get("positions")
+    if tokens == "grid" and (not isinstance(positions, list) or len(positions) != len(entry["tokens"])):
+        return None
+    return [str(t) for t in entry["tokens"]], ([int(p) for p in positions] if tokens == "grid" else None)
 
 
-def write_cache(cache_dir: Path | None, sha256: str, kind: str, tokens: list[str], tracks: str | None = None) -> None:
-    """Store tokens atomically; a cache that cannot be written only costs speed, never the run."""
+def write_cache(cache_dir: Path | None, sha256: str, kind: str, tokens: list[str], tracks: str | None = None,
+                positions: list[int] | None = None) -> None:
+    """Store tokens (and grid positions) atomically; a cache that cannot be written only costs speed, never the run."""
     if cache_dir is None:
         return
     target = _cache_file(cache_dir, sha256, kind, tracks)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({**_cache_stamp(kind, tracks), "tokens": tokens}))
+        extra = {} if positions is None else {"positions": positions}
+        temporary.write_text(json.dumps({**_cache_stamp(kind, tracks), "tokens": tokens, **extra}))
         os.replace(temporary, target)
     except OSError:
         pass
@@ -157,7 +175,9 @@ def hash_and_lookup(
     cached = _read_cache(cache_dir, sha256, kind, tracks)
     if cached is None:
         return FileResult(relpath, sha256, None)
-    return FileResult(relpath, sha256, cached, None if cached else no_tokens_reason(path, kind), cached=True)
+    tokens, positions = cached
+    return FileResult(relpath, sha256, tokens, None if tokens else no_tokens_reason(path, kind), cached=True,
+                      positions=positions)
 
 
 def parse_file(
@@ -183,7 +203,11 @@ def parse_file(
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        tokens = seed_rule_tokens(path) if kind == "seed" else grid_tokens.file_tokens(path, tracks)
+        positions: list[int] | None = None
+        if kind == "seed":
+            tokens = seed_rule_tokens(path)
+        else:
+            tokens, positions = grid_tokens.file_grid(path, tracks)
     except ParseTimeout:
         return FileResult(relpath, sha256, None, f"timeout (parsing took over {timeout_s:g} s)")
     except Exception as error:  # noqa: BLE001 - music21 raises anything on a bad file; report it
@@ -193,8 +217,8 @@ def parse_file(
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    write_cache(Path(cache_dir) if cache_dir else None, sha256, kind, tokens, tracks)
-    return FileResult(relpath, sha256, tokens, None if tokens else no_tokens_reason(path, kind))
+    write_cache(Path(cache_dir) if cache_dir else None, sha256, kind, tokens, tracks, positions)
+    return FileResult(relpath, sha256, tokens, None if tokens else no_tokens_reason(path, kind), positions=positions)
 
 
 def no_tokens_reason(path: str, kind: str) -> str:

@@ -47,7 +47,7 @@ def prepare(
     results = sorted(with_progress(stream, len(files), progress), key=lambda r: r.path)
     return {
         **corpus_header(folder, kind, tracks),
-        "files": [{"path": r.path, "sha256": r.sha256, "tokens": r.tokens} for r in results if r.tokens],
+        "files": [r.entry() for r in results if r.tokens],
         "failures": [{"path": r.path, "reason": r.reason} for r in results if not r.tokens],
         "cached_files": sum(r.cached for r in results),
     }

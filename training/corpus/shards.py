@@ -67,8 +67,7 @@ def write_shards(
         pending.setdefault(number, []).append(result)
         if len(pending[number]) == expected[number]:
             done = sorted((r for r in pending.pop(number) if r.tokens), key=lambda r: r.path)
-            lines = "".join(json.dumps({"path": r.path, "sha256": r.sha256, "tokens": r.tokens},
-                                       separators=(",", ":")) + "\n" for r in done)
+            lines = "".join(json.dumps(r.entry(), separators=(",", ":")) + "\n" for r in done)
             _write_atomic(folder / shard_name(number), gzip.compress(lines.encode(), mtime=0))
             shards[number] = {"name": shard_name(number), "files": len(done),
                               "tokens": sum(len(r.tokens or []) for r in done)}

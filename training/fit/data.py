@@ -17,7 +17,7 @@ import numpy as np
 
 from lofi_live.errors import LofiError
 from training.corpus.io import corpus_tokens, load_corpus
-from training.fit import sequences
+from training.fit import sequences, variation
 from training.fit.stream import BASELINE_TOKENS, StreamedWindows, entries, file_starts, sources
 
 #: Training windows the export keeps as seeds (``seed_windows`` in run.json).
@@ -53,11 +53,9 @@ def _looped(files: list[sequences.TokenFile], options: dict[str, Any]) -> list[s
 
 
 def _fields(kind: str, vocabulary: list[str], paths: Sequence[Path], options: dict[str, Any],
-            counts: dict[str, Any], sample: list[sequences.TokenFile]) -> dict[str, Any]:
-    """The run.json data fields; ``sample``: the training files (before transposition) the seed windows
-    and the baselines are fitted on."""
-    window = options["window"]
-    plain = sequences.make_windows(sample, vocabulary, window)
+            counts: dict[str, Any], plain: sequences.WindowSet, trained_on: list[sequences.TokenFile]) -> dict[str, Any]:
+    """The run.json data fields; ``plain``: the training windows (before transposition) the seed windows are
+    picked from; ``trained_on``: the training files as trained on, the baselines' data."""
     picks = np.linspace(0, len(plain) - 1, num=min(SEED_WINDOWS, len(plain))).round().astype(int)
     return {
         "tokens": kind,
@@ -71,11 +69,13 @@ def _fields(kind: str, vocabulary: list[str], paths: Sequence[Path], options: di
             "oversample": options["oversample"],
             "loop_short": bool(options.get("loop_short")),
             "loop_times": int(options.get("loop_times") or 1),
+            "vary_loops": int(options.get("vary_loops") or 0),
+            "vary_rounds": int(options.get("vary_rounds") or 1),
             "vocab_corpora": [str(Path(p).resolve()) for p in options["vocab_corpora"]],
         },
         "seed_windows": plain.inputs(plain.starts[picks]).tolist() if len(plain) else [],
         # fitted on the training tokens as trained on (in all 12 keys with --transpose)
-        "baselines": sequences.baselines(sequences.augment(sample, options["transpose"]), vocabulary),
+        "baselines": sequences.baselines(trained_on, vocabulary),
     }
 
 
@@ -94,6 +94,11 @@ def build_data(
         val = sequences.loop_short(val, options["window"])
     train = _looped(train, options)
     train_aug = sequences.augment(train, options["transpose"])
+    validation_names = [f.name for f in val]
+    if options.get("vary_loops"):  # loops played 2..K times with variation, all files in one shuffled stream
+        train_aug = variation.loop_stream(train_aug, int(options["vary_loops"]), int(options.get("vary_rounds") or 1),
+                                          options["seed"])
+        val = variation.validation_stream(val)
     if vocabulary is None:
         vocabulary = _vocabulary(options, (f.tokens for f in train_aug + val))
     window, stride = options["window"], int(options.get("stride") or 1)
@@ -103,18 +108,22 @@ def build_data(
     if options["oversample"]:
         train_windows = sequences.oversample(train_windows, options["oversample"])
     val_windows = sequences.make_windows(val, vocabulary, window)
+    plain = sequences.make_windows(train, vocabulary, window)
+    if not len(plain):  # loops shorter than the window (--vary-loops): the seed windows come from the stream
+        plain = train_windows
     counts = {
         "files": len(files),
         "tokens": sum(len(f.tokens) for f in files),
         "train_files": len(train),
-        "validation_files": [f.name for f in val],
+        "validation_files": validation_names,
         "train_windows": len(train_windows),
         "validation_windows": len(val_windows),
-        # a file of at most `window` tokens gives no window (--loop-short repeats it until it does)
-        "train_files_without_window": sum(1 for f in train if len(f.tokens) <= window),
-        "validation_files_without_window": sum(1 for f in val if len(f.tokens) <= window),
+        # a file of at most `window` tokens gives no window (--loop-short repeats it until it does; under
+        # --vary-loops the files are one stream, which gives windows)
+        "train_files_without_window": 0 if options.get("vary_loops") else sum(len(f.tokens) <= window for f in train),
+        "validation_files_without_window": sum(len(f.tokens) <= window for f in val),
     }
-    return _fields(kinds.pop(), vocabulary, paths, options, counts, train), train_windows, val_windows
+    return _fields(kinds.pop(), vocabulary, paths, options, counts, plain, train_aug), train_windows, val_windows
 
 
 def build_stream_data(
@@ -122,8 +131,9 @@ def build_stream_data(
 ) -> tuple[dict[str, Any], StreamedWindows, StreamedWindows]:
     """Shard folders streamed (:mod:`training.fit.stream`) -> the same fields and both window sets; the
     seed windows and baselines come from the first :data:`training.fit.stream.BASELINE_TOKENS` training tokens."""
-    if options["oversample"]:
-        raise LofiError("--oversample needs every window in memory: merge the shards (lofi-train merge) to use it")
+    if options["oversample"] or options.get("vary_loops"):
+        raise LofiError(f"{'--oversample' if options['oversample'] else '--vary-loops'} needs every window in memory: "
+                        "merge the shards (lofi-train merge) to use it")
     paths = [Path(p) for p in options["corpora"]]
     streams, kind = sources(paths, corpus_labels(paths))
     window, stride = int(options["window"]), int(options.get("stride") or 1)
@@ -165,4 +175,6 @@ def build_stream_data(
         "validation_files_without_window": without_val,
         "baseline_files": len(sample),
     }
-    return _fields(kind, vocabulary, paths, options, counts, _looped(sample, options)), train, val
+    sample = _looped(sample, options)
+    plain = sequences.make_windows(sample, vocabulary, window)
+    return _fields(kind, vocabulary, paths, options, counts, plain, sequences.augment(sample, options["transpose"])), train, val

@@ -32,11 +32,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lofi_live.errors import LofiError
 from lofi_live.model.format import encode_inputs
 from training.fit import sequences
 from training.fit.data import build_data, build_stream_data
-from training.presets import PRESETS, SEQUENCE_PRESETS, compile_model, get_preset
+from training.fit.options import check_same_data, fine_tuning_start, new_options, resume_options, shared_vocabulary
+from training.presets import PRESETS, compile_model, get_preset
 from training.runs import (
     RUN_FORMAT,
     best_checkpoint,
@@ -52,31 +55,27 @@ from training.fit.strategy import STRATEGIES, check_tf_config, distributed_fit, 
 if TYPE_CHECKING:
     from training.fit.stream import StreamedWindows
 
-def _run_of(source: Path) -> dict[str, Any]:
-    """The run.json of a run folder, or of the run folder that holds a checkpoint file."""
-    return load_run(source if source.is_dir() else source.parent)
-
-
-def _vocabulary_of(source: Path) -> list[str]:
-    return list(_run_of(source)["vocabulary"])
-
 
 def make_dataset(
     windows: sequences.WindowSet | StreamedWindows, encoding: str, vocab: int, batch_size: int, shuffle: bool,
-    seed: int, sequence: bool = False,
+    seed: int, sequence: bool = False, position: bool = False,
 ) -> Any:
     """A tf.data pipeline cutting windows out of the flat index array batch by batch.
 
     Inputs are the graph's encoding of the tokens (:func:`lofi_live.model.format.encode_inputs`, the
     function the runtime feeds the exported graphs with). Targets are ``[N]`` (the token after the
     window), or ``[N, window]`` with ``sequence`` (the next token at every position, ``ids[s+1 : s+window+1]``).
+    With ``position`` the inputs are ``{"tokens", "positions"}``: each step's position in its bar beside it.
     """
     if not isinstance(windows, sequences.WindowSet):  # streamed shards: training.fit.stream.StreamedWindows
+        if position:
+            raise LofiError("a preset with bar positions trains on corpus files: merge the shards (lofi-train merge)")
         return windows.dataset(encoding, batch_size, shuffle, seed, sequence)
     import tensorflow as tf
 
     ids = tf.constant(windows.ids)
     encoded = tf.constant(encode_inputs(windows.ids, encoding, vocab))
+    steps = tf.constant(windows.positions if windows.positions is not None else np.zeros(len(windows.ids), np.int32))
     offsets = tf.range(windows.window, dtype=tf.int64)
     data = tf.data.Dataset.from_tensor_slices(windows.starts)
     if shuffle:
@@ -88,153 +87,11 @@ def make_dataset(
             targets = tf.gather(ids, starts[:, None] + 1 + offsets[None, :])
         else:
             targets = tf.gather(ids, starts + windows.window)
+        if position:
+            return {"tokens": inputs, "positions": tf.gather(steps, starts[:, None] + offsets[None, :])}, targets
         return inputs, targets
 
     return data.batch(batch_size).map(cut).prefetch(2)
-
-
-def new_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The data and model options of a new run, as stored in run.json (a resume reuses them)."""
-    preset = args.preset or (_run_of(args.init_from)["preset"] if args.init_from else "small")
-    return {
-        "corpora": [str(p) for p in args.corpora],
-        "preset": preset,
-        "window": args.window,
-        "stride": args.stride or default_stride(preset, args.window),
-        "transpose": args.transpose,
-        "oversample": args.oversample,
-        "loop_short": args.loop_short,
-        "loop_times": args.loop_times,
-        "learning_rate": args.learning_rate,
-        "val_fraction": args.val_fraction,
-        "val_files": args.val_files,
-        "seed": args.seed,
-        "min_count": args.min_count,
-        "vocab_corpora": [str(p) for p in args.vocab_corpus],
-        "init_from": str(args.init_from) if args.init_from else None,
-        "vocab_from": str(args.vocab_from) if args.vocab_from else None,
-    }
-
-
-def default_stride(preset: str, window: int) -> int:
-    """1 (every window) for last-position presets; ``window // 2`` for sequence presets.
-
-    A sequence preset learns from every position of a window, so windows half a window apart still
-    make each token a target twice, once with at least half a window of context, at 1/(window/2)
-    of the steps per epoch.
-    """
-    return max(1, window // 2) if preset in SEQUENCE_PRESETS else 1
-
-
-#: run.json options that name files (compared as absolute paths)
-_PATH_OPTIONS = frozenset({"corpora", "vocab_corpora", "init_from", "vocab_from"})
-
-
-def _option_flag(key: str) -> tuple[str, str]:
-    """A run.json option -> (the argparse destination, the ``fit`` flag) that sets it."""
-    dest = "vocab_corpus" if key == "vocab_corpora" else key
-    return dest, "--" + dest.replace("_", "-")
-
-
-def _comparable(key: str, value: Any) -> Any:
-    """An option's value as a resume compares it: paths absolute, one ``--val-files`` glob as a list."""
-    if key in _PATH_OPTIONS and value is not None:
-        return [str(Path(v).resolve()) for v in value] if isinstance(value, list) else str(Path(value).resolve())
-    if key == "val_files" and isinstance(value, str):
-        return [value]
-    return value
-
-
-def _shown(flag: str, value: Any) -> str:
-    """An option as it reads on the command line: ``--transpose``, ``no --oversample``, ``--window 32``."""
-    if value is True:
-        return flag
-    if value is False or value is None or value == []:
-        return f"no {flag}"
-    if isinstance(value, list):
-        return " ".join(f"{flag} {v}" for v in value)
-    return f"{flag} {value}"
-
-
-def resume_options(stored: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """Check a command against the run folder it resumes; returns the run's options it keeps (shown as flags).
-
-    A resume trains on the run's own corpora with its own data and model options, so a command that names
-    other corpora, or sets an option to another value than the run's, is refused with one line naming
-    each difference. An option the command leaves at its default is the run's: those are returned, to be
-    said. (``--epochs``, ``--batch-size`` and ``--epoch-windows`` are this command's and never compared.)
-    """
-    run_dir: Path = args.output
-    had = stored["options"]
-    corpora = stored.get("data", {}).get("corpora") or had["corpora"]
-    if _comparable("corpora", [str(p) for p in args.corpora]) != _comparable("corpora", corpora):
-        raise LofiError(f"{run_dir}: this run trains on {', '.join(had['corpora'])}, not "
-                        f"{', '.join(str(p) for p in args.corpora)}: give its corpora to resume it, choose another "
-                        f"-o, or fine-tune it on other data with --init-from {run_dir}")
-    parser = argparse.ArgumentParser()
-    configure(parser)
-    conflicts: list[str] = []
-    kept: list[str] = []
-    for key, value in new_options(args).items():
-        if key == "corpora":
-            continue
-        dest, flag = _option_flag(key)
-        default = parser.get_default(dest)
-        before = had.get(key, default)
-        if _comparable(key, value) == _comparable(key, before):
-            continue
-        if getattr(args, dest) != default:
-            conflicts.append(f"{_shown(flag, value)} (the run has {_shown(flag, before)})")
-        else:
-            kept.append(_shown(flag, before))
-    if conflicts:
-        raise LofiError(f"{run_dir}: this command asks for {'; '.join(conflicts)}: a resume keeps the run's options, "
-                        "so repeat them (or leave them out), or choose another -o for a new run")
-    return kept
-
-
-def check_same_data(stored: dict[str, Any], fields: dict[str, Any], run_dir: Path) -> None:
-    """A resumed run's corpora still hold what they held when it began (same files and token counts)."""
-    before, now = stored.get("data", {}), fields["data"]
-    if any(key in before and before[key] != now[key] for key in ("files", "tokens")):
-        raise LofiError(f"{run_dir}: its corpora changed since the run began ({before.get('files')} files and "
-                        f"{before.get('tokens')} tokens then, {now['files']} and {now['tokens']} now): choose "
-                        f"another -o for a new run, or fine-tune this one with --init-from {run_dir}")
-
-
-def shared_vocabulary(vocab_from: Path | None, init_from: Path | None) -> list[str] | None:
-    """The vocabulary imposed by ``--vocab-from`` and/or ``--init-from`` (they must agree), else None."""
-    vocabulary = _vocabulary_of(vocab_from) if vocab_from else None
-    if init_from:
-        init_vocabulary = _vocabulary_of(init_from)
-        if vocabulary is not None and vocabulary != init_vocabulary:
-            raise LofiError(f"{init_from}: its vocabulary differs from that of --vocab-from {vocab_from}")
-        vocabulary = init_vocabulary
-    return vocabulary
-
-
-def _base_preset(name: str) -> str:
-    return name.removesuffix("-seq")
-
-
-def fine_tuning_start(source: Path, preset: str, window: int) -> Any:
-    """Another run's best checkpoint (or the given one), recompiled with a fresh optimizer.
-
-    ``small`` and ``small-seq`` (and ``medium`` / ``medium-seq``) have the same weights, so either
-    can start the other: the weights are copied into a freshly built model of the run's preset.
-    """
-    checkpoint = source if source.is_file() else best_checkpoint(source)
-    source_run = load_run(checkpoint.parent)
-    if _base_preset(source_run["preset"]) != _base_preset(preset) or source_run["window"] != window:
-        raise LofiError(f"{checkpoint}: a {source_run['preset']} model with window {source_run['window']} cannot "
-                        f"start a {preset} run with window {window} (use the same --preset and --window)")
-    model = load_model(checkpoint)
-    if source_run["preset"] != preset:
-        rebuilt = get_preset(preset).build(len(source_run["vocabulary"]), window)
-        rebuilt.set_weights(model.get_weights())
-        return rebuilt
-    compile_model(model, "seed" if preset == "seed" else "adam", sequence=preset in SEQUENCE_PRESETS)
-    return model
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -250,7 +107,9 @@ def fit(args: argparse.Namespace) -> int:
     stored = load_run(run_dir) if (run_dir / "run.json").exists() else None
     resume = stored is not None and (run_dir / "last.keras").exists()
     if stored is not None:
-        kept = resume_options(stored, args)
+        defaults = argparse.ArgumentParser()
+        configure(defaults)
+        kept = resume_options(stored, args, defaults)
         options, vocabulary = stored["options"], stored["vocabulary"]
         print(f"{run_dir}: " + (f"resuming the run after epoch {stored['epochs_done']}" if resume
                                 else "restarting the run (no epoch was saved)")
@@ -315,13 +174,13 @@ def fit(args: argparse.Namespace) -> int:
     # A resumed run shuffles with another seed, so it does not replay the first epochs' order.
     shuffle_seed = options["seed"] + epochs_done
     train_data = make_dataset(train_windows, preset.input_encoding, vocab, batch_size, True, shuffle_seed,
-                              preset.sequence)
+                              preset.sequence, preset.position)
     steps_per_epoch = None
     if args.epoch_windows and args.epoch_windows < len(train_windows):
         train_data = train_data.repeat()
         steps_per_epoch = -(-args.epoch_windows // batch_size)
     val_data = (make_dataset(val_windows, preset.input_encoding, vocab, batch_size, False, options["seed"],
-                             preset.sequence) if len(val_windows) else None)
+                             preset.sequence, preset.position) if len(val_windows) else None)
     # Sequence presets keep the checkpoint whose last window position (what the live engine
     # predicts from) scores best: their all-position loss mostly rates predictions from short context.
     monitor = ("val_" if val_data is not None else "") + ("last_loss" if preset.sequence else "loss")
@@ -405,6 +264,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop-times", type=int, default=1, metavar="K",
                         help="play every training file K times in a row, padded to whole bars (loop corpora: "
                         "teaches carrying a loop on; default 1)")
+    parser.add_argument("--vary-loops", type=int, default=0, metavar="K",
+                        help="play every training file 2..K times, each repeat varied (onsets dropped or shifted, "
+                        "chords thinned), all files in one shuffled stream; validation files are played twice "
+                        "(loop corpora: teaches copying a loop and varying it; default 0: off)")
+    parser.add_argument("--vary-rounds", type=int, default=1, metavar="R",
+                        help="with --vary-loops, R such streams, each with its own order and changes (default 1)")
     parser.add_argument("--oversample", type=int, metavar="MAX_CLASS",
                         help="repeat windows of next tokens seen fewer than MAX_CLASS times up to MAX_CLASS")
     parser.add_argument("--val-fraction", type=float, default=0.1,
@@ -428,7 +293,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    optional = (args.batch_size, args.epoch_windows, args.stride, args.loop_times)
+    optional = (args.batch_size, args.epoch_windows, args.stride, args.loop_times, args.vary_rounds)
     if args.epochs < 1 or args.window < 1 or any(v is not None and v < 1 for v in optional):
         raise LofiError("--epochs, --window, --batch-size, --epoch-windows, --stride and --loop-times must be at least 1")
     if args.learning_rate is not None and not 0 < args.learning_rate < 1:

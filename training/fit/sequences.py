@@ -19,6 +19,7 @@ import numpy as np
 
 from lofi_live.errors import LofiError
 from lofi_live.model.format import encode_tokens
+from lofi_live.tokens.grid import STEPS_PER_BAR, bar_positions
 from lofi_live.tokens.rules import (
     REST,
     RHYTHM_CLASSES,
@@ -35,10 +36,20 @@ TRANSPOSE_SHIFTS = tuple(range(-5, 7))
 
 @dataclass(frozen=True)
 class TokenFile:
-    """The tokens of one MIDI file; ``name`` is unique over all corpora given."""
+    """The tokens of one MIDI file; ``name`` is unique over all corpora given.
+
+    ``positions``: each token's position in its 4/4 bar (0-7), from the file's beat grid; None for a corpus
+    prepared before positions were recorded (then the token count from the file's start stands in).
+    """
 
     name: str
     tokens: list[str]
+    positions: list[int] | None = None
+
+
+def positions_of(file: TokenFile) -> list[int]:
+    """A file's bar positions: recorded ones, else its step count from a downbeat (:func:`bar_positions`)."""
+    return list(file.positions) if file.positions is not None else bar_positions(len(file.tokens))
 
 
 @dataclass
@@ -49,6 +60,8 @@ class WindowSet:
     starts: np.ndarray
     window: int
     files: list[str] = field(default_factory=list)
+    #: each token's bar position (0-7), parallel to ``ids``
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(len(self.starts))
@@ -62,6 +75,12 @@ class WindowSet:
         chosen = self.starts if starts is None else starts
         return self.ids[chosen + self.window]
 
+    def input_positions(self, starts: np.ndarray | None = None) -> np.ndarray:
+        """The bar positions ``[N, window]`` (int32) of the given windows' inputs (default: all)."""
+        chosen = self.starts if starts is None else starts
+        assert self.positions is not None
+        return self.positions[chosen[:, None] + np.arange(self.window)[None, :]]
+
     def sequence_targets(self, starts: np.ndarray | None = None) -> np.ndarray:
         """The next token at every position ``[N, window]``: ``ids[s+1 : s+window+1]`` (sequence presets)."""
         chosen = self.starts if starts is None else starts
@@ -74,7 +93,8 @@ def corpus_files(corpora: Sequence[dict], labels: Sequence[str]) -> list[TokenFi
     for corpus, label in zip(corpora, labels):
         for entry in corpus["files"]:
             name = entry["path"] if len(corpora) == 1 else f"{label}:{entry['path']}"
-            files.append(TokenFile(name, list(entry["tokens"])))
+            positions = entry.get("positions")
+            files.append(TokenFile(name, list(entry["tokens"]), None if positions is None else list(positions)))
     return files
 
 
@@ -146,7 +166,7 @@ def augment(files: Sequence[TokenFile], transpose: bool) -> list[TokenFile]:
         for shift in sorted(TRANSPOSE_SHIFTS, key=abs):
             moved = list(file.tokens) if shift == 0 else transpose_file(file.tokens, shift)
             if moved is not None:
-                copies.append(TokenFile(file.name if shift == 0 else f"{file.name}@{shift:+d}", moved))
+                copies.append(TokenFile(file.name if shift == 0 else f"{file.name}@{shift:+d}", moved, file.positions))
     return copies
 
 
@@ -160,7 +180,8 @@ def loop_short(files: Sequence[TokenFile], window: int) -> list[TokenFile]:
     for file in files:
         count = len(file.tokens)
         if 0 < count <= window:
-            file = TokenFile(file.name, list(file.tokens) * -(-(window + 1) // count))
+            times = -(-(window + 1) // count)
+            file = TokenFile(file.name, list(file.tokens) * times, positions_of(file) * times)
         looped.append(file)
     return looped
 
@@ -176,9 +197,13 @@ def loop_files(files: Sequence[TokenFile], times: int, bar_steps: int = 8) -> li
     looped: list[TokenFile] = []
     for file in files:
         tokens = list(file.tokens)
-        if any(is_rhythm(t) for t in tokens) and len(tokens) % bar_steps:
-            tokens += [REST] * (bar_steps - len(tokens) % bar_steps)
-        looped.append(TokenFile(file.name, (tokens * times)[: len(tokens) * (times - 1) + len(file.tokens)]))
+        positions = positions_of(file)
+        if any(is_rhythm(t) for t in tokens) and tokens:
+            pad = (positions[0] - positions[-1] - 1) % bar_steps  # the next pass starts where this one began
+            tokens += [REST] * pad
+            positions += bar_positions(pad, positions[-1] + 1)
+        keep = len(tokens) * (times - 1) + len(file.tokens)
+        looped.append(TokenFile(file.name, (tokens * times)[:keep], (positions * times)[:keep]))
     return looped
 
 
@@ -209,10 +234,12 @@ def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: 
         raise LofiError(f"--stride must be at least 1, not {stride}")
     encode = encoder(vocabulary)
     chunks: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     offset = 0
     for file in files:
         ids = encode(file.tokens)
+        steps.append(np.asarray(positions_of(file), np.int32) % STEPS_PER_BAR)
         if len(ids) > window:
             local = np.arange(0, len(ids) - window, stride, dtype=np.int64)
             if local[-1] != len(ids) - window - 1:
@@ -221,8 +248,9 @@ def make_windows(files: Sequence[TokenFile], vocabulary: Sequence[str], window: 
         chunks.append(ids)
         offset += len(ids)
     flat = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+    flat_positions = np.concatenate(steps) if steps else np.zeros(0, np.int32)
     start_array = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    return WindowSet(flat, start_array, window, [f.name for f in files])
+    return WindowSet(flat, start_array, window, [f.name for f in files], flat_positions)
 
 
 def oversample(windows: WindowSet, max_class: int) -> WindowSet:
@@ -242,7 +270,7 @@ def oversample(windows: WindowSet, max_class: int) -> WindowSet:
         if missing > 0:
             extra.append(members[np.arange(missing) % len(members)])
     starts = np.concatenate([windows.starts, *extra]) if extra else windows.starts
-    return WindowSet(windows.ids, starts, windows.window, windows.files)
+    return WindowSet(windows.ids, starts, windows.window, windows.files, windows.positions)
 
 
 def unigram_counts(files: Sequence[TokenFile], vocabulary: Sequence[str]) -> list[int]:

@@ -44,7 +44,7 @@ PANIC_RATE, PANIC_BURST = 4.0, 4.0
 #: How often the event stream looks for a new snapshot (seconds), and sends a keep-alive when there is none.
 EVENT_SECONDS, KEEPALIVE_SECONDS = 0.05, 2.0
 #: Seconds before and after each grid boundary that the server leaves the interpreter to the engine.
-QUIET_BEFORE, QUIET_AFTER = 0.004, 0.001
+QUIET_BEFORE, QUIET_AFTER = 0.008, 0.001
 #: Grid steps of the recent notes in each event (the page's roll shows 8 bars: 64 steps).
 STREAM_STEPS = 64
 #: Event streams open at once (each page holds one).

@@ -62,8 +62,9 @@ class Guard:
     """ASGI middleware: the origin checks, then the token, then the app (with the security headers)."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str, hosts: Iterable[str],
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", wait: Callable[[], Awaitable[None]] | None = None) -> None:
         self.app = app
+        self.wait = wait  # awaited first by every request: the engine's moments are not the server's
         self.token = token.encode()
         self.hosts = frozenset(host.lower() for host in hosts)
         self.origins = frozenset(f"{scheme}://{host}" for host in self.hosts)
@@ -92,6 +93,8 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # no WebSocket is served; lifespan is off
             return
+        if self.wait is not None:
+            await self.wait()
         refused = self.refusal(scope)
         if refused is not None:
             await refuse(send, *refused)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from lofi_live.live.view import EngineStatus
 from lofi_live.live.web import address as addresses
-from lofi_live.live.web.app import Link, build
+from lofi_live.live.web.app import Link, build, out_of_the_way
 from lofi_live.live.web.control import knob_ranges
 from lofi_live.live.web.guard import Guard, new_token
 from lofi_live.live.web.sessions import Recordings
@@ -46,7 +46,8 @@ class WebSurface:
         self.closing = threading.Event()
         self.recordings = Recordings(folder or Path.cwd(), current)
         app = build(Link(snapshot, control), self.token, knob_ranges(ranges, n_models), self.recordings, self.closing)
-        config = uvicorn.Config(Guard(app, self.token, hosts), lifespan="off", ws="none", log_level="warning",
+        guard = Guard(app, self.token, hosts, wait=lambda: out_of_the_way(snapshot()))
+        config = uvicorn.Config(guard, lifespan="off", ws="none", log_level="warning",
                                 access_log=False, timeout_graceful_shutdown=1, limit_concurrency=64,
                                 server_header=False, timeout_keep_alive=5)
         self.server = uvicorn.Server(config)
