@@ -182,8 +182,11 @@ class InferenceWorker:
         the network's share, as ``generate`` does)."""
         follower = self._follower
         if job.heard is not None:
-            if follower is None or follower.vocabulary != list(self.model.vocabulary):
-                follower = self._follower = LoopFollower(self.model.vocabulary, self.variation)
+            # a network with a copy gate copies the loop itself: the rule then keeps it to the loop's chords
+            # and groove only (as generate does)
+            replay = not getattr(self.model, "has_copy_gate", False)
+            if follower is None or follower.vocabulary != list(self.model.vocabulary) or follower.replay != replay:
+                follower = self._follower = LoopFollower(self.model.vocabulary, self.variation, replay=replay)
             follower.hear(job.heard)
         if job.cycle is None or follower is None or not follower.active:
             return int(self._sampler.choose(probs, job.allowed))
