@@ -84,7 +84,6 @@ class TickFollower:
         self.count = -1  # the last accepted tick's count since the follower began
         self.duplicates = 0
         self.lost = 0
-        self.relocks = 0
         self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
         self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
 
@@ -126,8 +125,6 @@ class TickFollower:
 
     def relock(self) -> None:
         """Forget the line (a pause, a jump of the tempo); the period estimate is kept."""
-        if self._history:
-            self.relocks += 1
         self._history.clear()
         self._drift = 0
 
