@@ -21,6 +21,9 @@ since the previous tick:
   period or more before the next count is due (so about when the count just given was due): the
   previous tick was held back on the way (a busy server delivers a tick late now and then), not the
   next after a loss; its lost ticks are taken back and this tick is the next one;
+* **a sudden slow-down**: when :data:`SLOWDOWN_TICKS` of the last :data:`SLOWDOWN_WINDOW` ticks each
+  seemed to follow lost ones, the DAW slowed down by more than a third at once (no transport loses
+  most ticks for long): the lost ticks counted for them are taken back, the line starts again;
 * otherwise it is the next tick. When its phase error is still half a period or more, in the same
   direction, at two ticks in a row, the DAW changed tempo faster than the line follows: the line
   starts again from this tick and the one before (*relock*), so the next tick is already predicted
@@ -69,7 +72,6 @@ class TickReading:
 
     duplicate: bool = False
     lost: int = 0
-    relocked: bool = False
     taken_back: int = 0  # lost ticks counted before, now known to have been a slower tempo
 
 
@@ -82,7 +84,6 @@ class TickFollower:
         self.count = -1  # the last accepted tick's count since the follower began
         self.duplicates = 0
         self.lost = 0
-        self.relocks = 0
         self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
         self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
 
@@ -124,8 +125,6 @@ class TickFollower:
 
     def relock(self) -> None:
         """Forget the line (a pause, a jump of the tempo); the period estimate is kept."""
-        if self._history:
-            self.relocks += 1
         self._history.clear()
         self._drift = 0
 
@@ -133,19 +132,19 @@ class TickFollower:
         """One tick arrived at ``now``: what it was. Accepted ticks advance :attr:`count`."""
         history = self._history
         if not history:
-            return self._accept(now, 0, relocked=False)
+            return self._accept(now, 0)
         gap = now - history[-1][1]
         fit = self._fit()
         period = fit[1] if fit is not None else self._period
         if len(history) < 2:
             if gap < DUPLICATE_SECONDS:
                 return self._duplicate()
-            return self._accept(now, 0, relocked=False)
+            return self._accept(now, 0)
         if gap < (DUPLICATE_FRACTION if self.locked else LOCKING_DUPLICATE_FRACTION) * period:
             return self._duplicate()
         if gap > (MAX_LOST + 1.5) * period:  # a pause: the line no longer says where the DAW is
             self.relock()
-            return self._accept(now, 0, relocked=True)
+            return self._accept(now, 0)
         error = (now - (fit[0] + period)) / period if fit is not None else 0.0
         if self._recent and self._recent[-1] and error <= -0.5:
             return self._late_previous(now, min(self._recent[-1], round(-error)))
@@ -160,9 +159,9 @@ class TickFollower:
             last = history[-1]
             self.relock()
             history.append(last)
-            return self._accept(now, lost, relocked=True)
+            return self._accept(now, lost)
         self._drift = drift
-        return self._accept(now, lost, relocked=False)
+        return self._accept(now, lost)
 
     def _late_previous(self, now: float, taken_back: int) -> TickReading:
         """This tick comes when the count just given to the previous one was due: the previous tick
@@ -172,7 +171,7 @@ class TickFollower:
         self._recent[-1] -= taken_back
         last_count, last_time = self._history.pop()
         self._history.append((last_count - taken_back, last_time))
-        self._accept(now, 0, relocked=False)
+        self._accept(now, 0)
         return TickReading(taken_back=taken_back)
 
     def _slowed_down(self, now: float) -> TickReading:
@@ -186,14 +185,14 @@ class TickFollower:
         self.relock()
         for offset, when in enumerate(recent):
             self._history.append((self.count - len(recent) + 1 + offset, when))
-        self._accept(now, 0, relocked=True)
-        return TickReading(relocked=True, taken_back=taken_back)
+        self._accept(now, 0)
+        return TickReading(taken_back=taken_back)
 
     def _duplicate(self) -> TickReading:
         self.duplicates += 1
         return TickReading(duplicate=True)
 
-    def _accept(self, now: float, lost: int, relocked: bool) -> TickReading:
+    def _accept(self, now: float, lost: int) -> TickReading:
         self.count += 1 + lost
         self.lost += lost
         self._recent.append(lost)
@@ -203,4 +202,4 @@ class TickFollower:
             self._period = fit[1]
         elif len(self._history) == 2:
             self._period = self._history[1][1] - self._history[0][1]
-        return TickReading(lost=lost, relocked=relocked)
+        return TickReading(lost=lost)
