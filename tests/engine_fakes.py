@@ -88,3 +88,32 @@ GRID_VOCABULARY = ["C4", "D4", "E4", "F4", "G4", "0.4.7", "9.0.4", token_rules.H
 def grid_model(follow: dict[str, str], window: int = 32) -> FakeModel:
     """A grid-token fake: after the tokens ``"a b"`` (else ``"b"``) it plays ``follow[...]``."""
     return FakeModel(GRID_VOCABULARY, window=window, name="grid-fake", tokens="grid", follow=follow)
+
+
+class PositionStepper(FakeStepper):
+    """The stepper of a model that reads bar positions and has a copy gate: records what it was given."""
+
+    def __init__(self, model: "FakeModel"):
+        super().__init__(model)
+        self.positions: list[int | None] = []  # one per token read, in order
+        self.variation: float | None = None
+        self.variations: list[float | None] = []  # the variation at each prediction
+
+    def reset(self, window: Sequence[int], positions: Sequence[int] | None = None) -> np.ndarray:
+        self.positions += list(positions) if positions is not None else [None] * len(window)
+        self.variations.append(self.variation)
+        return super().reset(window)
+
+    def advance(self, token: int, position: int | None = None) -> np.ndarray:
+        self.positions.append(position)
+        self.variations.append(self.variation)
+        return super().advance(token)
+
+
+def position_model(follow: dict[str, str]) -> FakeModel:
+    """A grid-token fake (:func:`grid_model`) that reads bar positions and has a copy gate."""
+    model = grid_model(follow)
+    model.uses_position = True
+    model.has_copy_gate = True
+    model.stepper = lambda: model.steppers.append(PositionStepper(model)) or model.steppers[-1]
+    return model

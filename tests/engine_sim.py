@@ -29,7 +29,8 @@ class Sim:
                  **config):
         self.model = model or FakeModel()
         self.sent: list[tuple[int, mido.Message]] = []
-        cfg = EngineConfig(**{"bpm": 120, "echo_ms": 0, "realtime": False, **config})
+        # the network alone unless a test follows the heard loop (follow="chord")
+        cfg = EngineConfig(**{"bpm": 120, "echo_ms": 0, "realtime": False, "follow": "off", **config})
         self.engine = Engine(self.model, sampler or Sampler(0, None, 0), send=lambda m: self.sent.append((self.engine.scheduler.step, m)),
                              config=cfg, key=key, scale=scale, controls=controls, models=models, session=session)
         self.engine.start_worker()

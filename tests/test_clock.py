@@ -36,13 +36,14 @@ def test_tempo_change_keeps_the_current_beat_and_changes_the_grid_after_it():
 
 
 def _feed(clock, kinds, start=0.0, tick=60 / 90 / PPQN):
-    """Feed messages one tick apart; returns the boundary steps seen with their times."""
+    """Feed messages one tick apart; returns the boundary steps seen with the tick they are due at
+    (a step is announced when the tick before it arrives, for the time its own tick is due)."""
     seen = []
     t = start
     for kind in kinds:
         event = clock.handle(kind, t)
         if event is not None and event.kind == "boundary":
-            seen.append((event.step, round(t / tick)))
+            seen.append((event.step, round(event.time / tick)))
         if kind == "clock":
             t += tick
     return seen, t

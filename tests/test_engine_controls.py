@@ -274,3 +274,19 @@ def test_the_live_key_lock_and_generate_s_are_one_rule():
         assert list(live) == list(offline.mask)
         assert sim.engine.responder.keylock.name == ("A minor" if scale is None else "A dorian")
         sim.close()
+
+
+def test_a_mapped_variation_knob_moves_the_variation_shown_and_sent_to_the_inference_thread():
+    from lofi_live.live.controls import ControlMap
+
+    sim = Sim(model=FakeModel(), response_bars=1, controls=ControlMap({"variation": 32}), variation=0.7)
+    assert sim.engine.snapshot().variation == 0.7 and "variation 0.70" in _view_text(sim.engine)
+    sim.engine._handle(_cc(32, 127), 0.01)
+    assert sim.engine.snapshot().variation == 1.0 and "variation 1.00" in _view_text(sim.engine)
+    sim.engine._handle(_cc(32, 0), 0.02)
+    assert sim.engine.responder.variation == 0.0
+    sim.engine.prime(["C4"])
+    sim.engine.plan(0)
+    sim.run(2)
+    assert sim.engine.responder.worker.variation == 0.0  # the inference thread's, from its next token
+    sim.close()

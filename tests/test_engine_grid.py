@@ -81,10 +81,12 @@ def test_a_held_chord_enters_the_timeline_as_an_onset_then_holds_and_silence_as_
 
 def test_silence_enters_as_at_most_eight_rests_in_a_row():
     sim = Sim(model=grid_model({"rest": "D4", "D4": "rest"}), wait_beats=10, response_bars=1)
-    sim.run(24, [(0.001, on(60)), (0.2, off(60))])  # C4, then 10 beats (20 steps) of silence
+    sim.run(26, [(0.001, on(60)), (0.2, off(60))])  # C4, then 10 beats (20 steps) of silence
     tokens = sim.engine.responder.timeline.tokens()
-    assert tokens[:10] == ["C4"] + ["rest"] * 8 + ["D4"]  # 20 silent steps, 8 of them kept
-    assert sim.model_steps()[0] == 21  # 10 beats after the note-off (beat 0.4): step 21
+    assert tokens[:10] == ["C4"] + ["rest"] * 8 + ["D4"]  # 23 silent steps, 8 of them kept
+    # 10 beats after the note-off (beat 0.4) the wait ends at step 21; the answer starts on the next
+    # bar line counted from the C4 (step 0): step 24
+    assert sim.model_steps()[0] == 24
     sim.close()
 
 

@@ -96,8 +96,9 @@ def test_a_release_time_ends_the_phrase_before_wait_beats():
     sim = Sim(mode="continue", wait_beats=4, release_ms=600, response_bars=1)
     sim.run(30, phrase([60, 62, 64, 65]))
     # last note-off at 0.95 s; 600 ms of silence (1.2 beats at 120 BPM, shorter than 4 beats) -> beat 3.1
-    # -> the model starts at step 7 (beat 3.5)
-    assert sim.model_steps()[0] == 7
+    # -> step 7 (beat 3.5) ends the wait; the answer starts on the next bar line, counted from the player's
+    # first note (step 0): step 8
+    assert sim.model_steps()[0] == 8
     sim.close()
 
 
@@ -106,11 +107,12 @@ def test_continue_mode_stops_at_once_when_the_player_comes_back():
     events = phrase([60, 62]) + phrase([64], start_step=10.2)
     sim.run(20, events)
     steps = sim.model_steps()
-    # silence from beat 0.7 (last off at 0.45 s) -> starts at step 6 (beat 3 >= 2.7)
-    assert steps[0] == 6
+    # silence from beat 0.7 (last off at 0.45 s) -> the wait ends at step 6 (beat 3 >= 2.7); the answer
+    # starts on the bar line after it (the bar counted from the player's first note, step 0): step 8
+    assert steps[0] == 8
     # the player's note at step 10.2 cancels step 11 onwards; it ends at beat 5.5, so after
-    # 2 silent beats (beat 7.5) the model answers again from step 15
-    assert steps == [6, 7, 8, 9, 10] + list(range(15, 21))
+    # 2 silent beats (beat 7.5, step 15) the model answers again from the next bar line, step 16
+    assert steps == [8, 9, 10] + list(range(16, 21))
     assert sim.engine.conductor.state == "responding"
     sim.close()
 
@@ -170,8 +172,9 @@ def test_thru_holds_a_played_note_while_it_is_held_and_the_phrase_stays_open():
     assert model_ons() == []  # the phrase is open while the key is down
     sim.run(30, [(5.1, off(70, channel=3))])  # released at beat 10.2
     assert [m.channel for _, m in sim.sent if m.type == "note_off" and m.note == 70] == [3]
-    # one silent beat later (beat 11.2) the model answers, from step 23 (beat 11.5)
-    assert model_ons()[0] == 23
+    # one silent beat later (beat 11.2) the wait ends at step 23 (beat 11.5); the answer starts on the
+    # next bar line counted from the player's note (step 0): step 24
+    assert model_ons()[0] == 24
     sim.close()
 
 
@@ -307,6 +310,9 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     def feed(kind, count=1, **fields):
         for _ in range(count):
             engine._handle(mido.Message(kind, **fields), now[0])
+            due = engine.scheduler.emit_at()  # a step announced ahead: the loop sends it when due
+            if due is not None and due <= now[0] + 1e-9:
+                engine.boundary(engine.scheduler.due(), due)
             if engine.responder.lookahead.job is not None:
                 engine.responder.lookahead.job.done.wait(1)
             engine.voices.run_timers(now[0])

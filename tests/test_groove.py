@@ -91,13 +91,15 @@ def test_under_the_midi_clock_a_swung_off_beat_is_sent_its_swing_after_its_tick_
     tick = 60 / 120 / 24
     try:
         engine._handle(mido.Message("start"), 0.0)
-        for count in range(24 * 3):  # no engine loop: a due step is sent when the next boundary tick comes
+        for count in range(24 * 3):  # no engine loop: a due step is sent when the next step is announced
             if engine.responder.lookahead.job is not None:
                 engine.responder.lookahead.job.done.wait(2)
             engine._handle(mido.Message("clock"), count * tick)
     finally:
         engine.responder.worker.stop()
-    assert [step for step, _ in sent] == list(range(5))  # step 5 waits for its time (no loop here)
+    # the next step is announced a tick ahead (tick 71 announces step 6, so step 5 is sent first);
+    # step 6 waits for its time (no loop here)
+    assert [step for step, _ in sent] == list(range(6))
     for step, when in sent:  # on-beats at their tick; off-beats 2/3 through the beat: 4 ticks after theirs
         assert when == pytest.approx(step * 12 * tick + (4 * tick if step % 2 else 0))
 

@@ -143,3 +143,49 @@ def test_a_pointer_section_without_positions_is_refused(exported: Path, tmp_path
                              "-o", str(tmp_path / "x.mid")], capture_output=True, text=True)
     assert result.returncode == 2 and "pointer must be an object" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_live_engine_feeds_bar_positions_and_the_variation_control_to_the_pointer_stepper(exported: Path) -> None:
+    """The live engine with the exported pointer model (real ONNX, real PointerStepper): every token it reads
+    comes with its step's bar position counted from the player's first onset, and the variation control
+    reaches the stepper's copy gate."""
+    from engine_sim import STEP, Sim, off, on
+    from lofi_live.live.controls import Action
+    from lofi_live.model.sampling import Sampler
+
+    model = Model.load(exported, provider="cpu")
+    assert model.uses_position and model.has_copy_gate
+    fed: list[tuple[int, int | None]] = []
+    make = model.stepper
+
+    def recording_stepper():
+        stepper = make()
+        reset, advance = stepper.reset, stepper.advance
+
+        def on_reset(window, positions=None):
+            fed.clear()
+            fed.extend(zip(window, positions if positions is not None else [None] * len(window)))
+            return reset(window, positions)
+
+        def on_advance(token, position=None):
+            fed.append((token, position))
+            return advance(token, position)
+
+        stepper.reset, stepper.advance = on_reset, on_advance
+        return stepper
+
+    model.stepper = recording_stepper
+    sim = Sim(model=model, sampler=Sampler(0, None, 0), wait_beats=2, response_bars=1, variation=0.3)
+    start = 3 * STEP  # the player's first chord on step 3: beat 1 of the bar
+    chord = [(start + 0.001, on(p)) for p in (57, 60, 64)] + [(start + 3.8 * STEP, off(p)) for p in (57, 60, 64)]
+    sim.run(13, chord)
+    worker = sim.engine.responder.worker
+    assert worker.stepper.variation == 0.3
+    assert sim.model_steps()[0] == 11  # the wait ends at step 9; the bar line after it counted from step 3: 11
+    # what the stepper read since its last reset is a run of the timeline, each token with its step's position
+    entries = [(entry.index, (entry.step - 3) % 8) for entry in sim.engine.responder.timeline.entries]
+    assert fed and any(entries[k : k + len(fed)] == fed for k in range(len(entries) - len(fed) + 1)), (fed, entries)
+    sim.engine.apply(Action("variation", 0.8))  # during the answer (steps 11-18): from its next token on
+    sim.run(17)
+    assert worker.stepper.variation == 0.8
+    sim.close()

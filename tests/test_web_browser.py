@@ -168,13 +168,12 @@ def test_the_page_loads_with_the_token_and_shows_the_instrument(browser, run):
     assert browser.title == "lofi-live"
     assert browser.find_element(By.CSS_SELECTOR, 'svg[data-view="roll"]').is_displayed()
     assert _wait(lambda: browser.find_element(By.CSS_SELECTOR, '[data-text="transport"]').text == "playing")
-    for name in ("temperature", "swing", "tempo", "mode", "key_lock", "panic"):
+    for name in ("temperature", "variation", "swing", "tempo", "mode", "key_lock", "panic"):
         assert browser.find_element(By.CSS_SELECTOR, f'[data-control="{name}"]').is_displayed(), name
-    variation = browser.find_elements(By.CSS_SELECTOR, '[data-knob="variation"]')[0]
-    assert variation.is_displayed() == ("variation" in run.status())  # only once the engine has it
+    assert 0.0 <= run.status()["variation"] <= 1.0
     assert _wait(lambda: "jam" in browser.find_element(By.CSS_SELECTOR, '[data-view="sessions"]').text)
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
-    for name in ("panic", "temperature"):  # the whole instrument fits in 1280x800
+    for name in ("panic", "temperature", "variation"):  # the whole instrument fits in 1280x800
         box = browser.find_element(By.CSS_SELECTOR, f'[data-control="{name}"]').rect
         assert box["y"] + box["height"] <= 800, (name, box)
     logs = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import mido
 
+from lofi_live.commands.run_controls import PARSER_DEFAULTS, learn_controls, load_controls
 from lofi_live.live.conductor import MODES
 from lofi_live.errors import LofiError
 from lofi_live.timing.groove import DEFAULT_VELOCITY, HUMANIZE_MS, HUMANIZE_VELOCITY, swing_fraction
@@ -52,6 +53,7 @@ def _non_negative(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from lofi_live.model.loop_follow import DEFAULT_FOLLOW, DEFAULT_VARIATION, FOLLOW_CHOICES, parse_variation
     from lofi_live.model.sampling import DEFAULT_LEGATO, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, LEGATO_HELP, legato_share
 
     parser.description = (
@@ -65,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--provider", choices=PROVIDERS, default="auto", help="ONNX Runtime provider (default auto)")
     model.add_argument("--temperature", type=_non_negative, default=DEFAULT_TEMPERATURE, help=f"sampling temperature, 0 = argmax (default {DEFAULT_TEMPERATURE})")
     model.add_argument("--legato", type=legato_share, default=DEFAULT_LEGATO, help=LEGATO_HELP)
+    model.add_argument("--variation", type=parse_variation, metavar="0..1", default=DEFAULT_VARIATION,
+                       help="0 replays the loop the player just played, 1 leaves the answer to the network; a model "
+                            "with a copy gate gets the same number (0.5: its own gate). The variation control moves it "
+                            f"(default {DEFAULT_VARIATION})")
+    model.add_argument("--follow", choices=FOLLOW_CHOICES, default=DEFAULT_FOLLOW,
+                       help="continue mode, grid models: 'chord' answers with the heard loop and the network's variations "
+                            f"within its chords and groove, 'off' with the network alone (default {DEFAULT_FOLLOW})")
     model.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"sample among the k most likely tokens (default {DEFAULT_TOP_K}; 0 = all)")
     model.add_argument("--seed", type=int, default=None, help="random seed for reproducible runs")
     model.add_argument("--key", default=None, help="lock to a key: C, F#, Bb..., or auto (detected from what is played)")
@@ -129,8 +138,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      "action), save them to the config file, then play")
     out.add_argument("--learn-timeout", type=_positive, default=10.0, metavar="SECONDS",
                      help="--learn: skip an action after SECONDS without a control change (default 10)")
-    _DEFAULTS.clear()
-    _DEFAULTS.update({action.dest: action.default for action in parser._actions if action.dest != "help"})
+    PARSER_DEFAULTS.clear()
+    PARSER_DEFAULTS.update({action.dest: action.default for action in parser._actions if action.dest != "help"})
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -191,69 +200,6 @@ def _setup_logging(quiet: bool) -> None:
     root.propagate = False
 
 
-def _load_controls(args: argparse.Namespace):
-    """The CC mapping from the controls config (``--config``, else the default location, if any)."""
-    try:
-        from lofi_live.live import controls
-    except ImportError:  # pragma: no cover - controls ship with the package
-        if args.config:
-            raise LofiError("--config: MIDI control mapping is not available in this build") from None
-        return None
-    if args.learn and args.config and not Path(args.config).exists():
-        config = controls.Config()  # --learn creates it
-    else:
-        config = controls.load_config(args.config)
-    _apply_run_defaults(args, config.run)
-    args.model = args.model if isinstance(args.model, list) else [args.model]  # [run] model: a string or a list
-    return _control_map(config, args)
-
-
-def _control_map(config, args: argparse.Namespace):
-    if not config.cc:
-        return None
-    return config.control_map(mode=args.mode, key_lock=args.key is not None, n_models=len(args.model))
-
-
-def _learn(args: argparse.Namespace, inbox: queue.SimpleQueue):
-    """``--learn``: ask for each action's CC on the controller, save them, return the new mapping.
-
-    Every action is skipped after ``--learn-timeout`` seconds without a control change, so a run
-    with no controller (or no one at it) ends the learning in at most 10 x that time, never hangs."""
-    from lofi_live.live import controls
-
-    path = Path(args.config) if args.config else controls.default_config_path()
-
-    def receive(seconds: float):
-        try:
-            return inbox.get(timeout=seconds)
-        except queue.Empty:
-            return None
-
-    print(f"lofi-live: learning MIDI controls for {path} (each skipped after {args.learn_timeout:g} s)", flush=True)
-    mapping = controls.learn(receive, list(controls.ACTIONS), ask=lambda text: print(f"lofi-live: {text}", flush=True),
-                             timeout=args.learn_timeout)
-    if mapping:
-        controls.save_config(path, cc=mapping)
-        print(f"lofi-live: saved {len(mapping)} control(s) to {path}", flush=True)
-    else:
-        print("lofi-live: no control learned; the config file is unchanged", flush=True)
-    return _control_map(controls.load_config(path), args) if path.exists() else None
-
-
-#: Parser defaults of ``run``, so config ``[run]`` values only replace options not given.
-_DEFAULTS: dict[str, object] = {}
-
-
-def _apply_run_defaults(args: argparse.Namespace, run_defaults: dict) -> None:
-    for key, value in (run_defaults or {}).items():
-        dest = {"in": "in_port", "out": "out_port"}.get(key, key)
-        if not hasattr(args, dest) or dest not in _DEFAULTS or getattr(args, dest) != _DEFAULTS[dest]:
-            continue
-        if dest == "metronome" and isinstance(value, bool):
-            value = 10 if value else None
-        setattr(args, dest, value)
-
-
 def run(args: argparse.Namespace) -> int:
     from lofi_live.live.engine import Engine, EngineConfig
     from lofi_live.live.realtime import MAIN_PRIORITY, set_realtime
@@ -263,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     from lofi_live.model.sampling import DEFAULT_MAX_REPEAT
     from lofi_live.recording.session import Session
 
-    controls = _load_controls(args)
+    controls = load_controls(args)
     _check(args)
     _setup_logging(args.quiet)
     # Threads hand the GIL over every 0.5 ms (default 5 ms), so the engine thread never waits long.
@@ -286,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         out_channel=args.out_channel - 1, in_channel=None if args.in_channel is None else args.in_channel - 1,
         thru=args.thru, offset_ms=args.offset_ms, metronome=None if args.metronome is None else args.metronome - 1,
         max_note_beats=args.max_note_beats, lost_key_bars=args.lost_key_bars, echo_ms=args.echo_ms, simulate_slow_ms=args.simulate_slow_model,
-        swing=args.swing, humanize=args.humanize, seed=args.seed,
+        swing=args.swing, humanize=args.humanize, seed=args.seed, variation=args.variation, follow=args.follow,
     )
     key = args.key
     if key is not None and key.lower() == "auto":
@@ -308,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         engine.send = ports.send
         if args.learn:
             print(f"lofi-live: ports ({ports.backend}): connect the controller to '{ports.input_name}'", flush=True)
-            engine.controls = _learn(args, inbox)
+            engine.controls = learn_controls(args, inbox)
             deliver[0] = engine.on_message
         session = Session(args.bpm, Path(args.record) if args.record else None, journal=bool(args.record))
         engine.session = session
@@ -363,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
               f"p99 {stats['latency_p99_ms']:.2f} ms; emission error median {stats['emission_median_ms']:.3f} ms, "
               f"p99 {stats['emission_p99_ms']:.3f} ms; {stats['messages_in']} MIDI messages in"
               + (f", {stats['echoes_ignored']} own notes ignored" if stats['echoes_ignored'] else "")
+              + (f"; MIDI clock: {stats['clock_duplicates']} duplicate ticks ignored, {stats['clock_lost']} lost ticks counted"
+                 if args.clock == "midi" else "")
               + (f", {ports.faults} messages lost while the output port was gone" if ports.faults else ""), flush=True)
     if not args.quiet and written is not None:
         print(f"lofi-live: wrote {written}", flush=True)

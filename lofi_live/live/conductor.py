@@ -8,7 +8,9 @@ token, start a look-ahead).
 Modes
     ``continue`` (call and response): idle until the player plays (listening); once the player has
     been silent ``wait_beats`` beats (no note held, no note-on or note-off), or ``release_ms``
-    milliseconds when that is given and shorter, the model responds for ``response_bars`` bars or
+    milliseconds when that is given and shorter, the model responds from the first bar line after
+    that (:meth:`lofi_live.live.bars.BarGrid.answer_start`; at once while no bar line is known) for
+    ``response_bars`` bars or
     until the player plays again (a played note-on cancels the next model note at once), then waits
     for the player again (idle). With a seed it responds at once.
     ``accompany``: the model plays every grid step while the player plays too, and goes on for
@@ -33,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from lofi_live.live.bars import BarGrid
 from lofi_live.timing.clock import step_beat
 from lofi_live.tokens.rules import GRID_BEATS
 
@@ -83,6 +86,8 @@ class Conductor:
         self.replay: Replay | None = None
         self.streams = 0
         self.hushed = False  # after panic: the model is silent until the player plays again
+        self.bars = BarGrid()  # where the bar line is (the core gives the clock's)
+        self.answer_from = 0  # continue mode: the step the answer starts at (a bar line)
 
     def response_steps(self) -> int:
         return int(round(self.config.response_bars * STEPS_PER_BAR))
@@ -152,11 +157,13 @@ class Conductor:
                 if step >= self.response_end:
                     self.state = "idle"
                     return False
-                return True
+                return step >= self.answer_from
             if self.state == "listening" and self.player_silent(beat, bpm):
+                # the answer starts on the first bar line at or after the wait's end (lofi_live.live.bars)
                 self.state = "responding"
-                self.response_end = step + self.response_steps()
-                return True
+                self.answer_from = self.bars.answer_start(step)
+                self.response_end = self.answer_from + self.response_steps()
+                return step >= self.answer_from
             return False
         # accompany
         if self.player_last_beat is not None and (

@@ -1,7 +1,7 @@
 """How the live engine is set up: the options of ``lofi-live run`` that the engine reads.
 
-``response_bars`` may change while playing (the response_bars control); everything else is fixed
-once the engine is made.
+``response_bars`` may change while playing (the response_bars control) and ``variation`` is where the
+variation control starts from; everything else is fixed once the engine is made.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lofi_live.live.player import LOST_KEY_BARS
+from lofi_live.model.loop_follow import DEFAULT_VARIATION
 
 #: The engine thread spins (busy-waits) for this long before a boundary instead of sleeping.
 SPIN_SECONDS = 0.0015
@@ -39,3 +40,5 @@ class EngineConfig:
     start_delay: float = 0.2  # seconds from start() to beat 0 (internal clock)
     spin: float = SPIN_SECONDS
     realtime: bool = True  # try a real-time priority for the engine thread
+    variation: float = DEFAULT_VARIATION  # 0..1: the network against the heard loop / the copy gate (may change)
+    follow: str = "chord"  # continue mode, grid models: "chord" follows the heard loop, "off" the network alone

@@ -15,6 +15,7 @@ action          CC value -> Action.value                               when
 temperature     0..127 -> 0.1..2.0 (float, ``[ranges]`` may narrow)    every value
 tempo           0..127 -> 60..180 BPM (float, ``[ranges]``)            every value
 swing           0..127 -> 50..75 % (float, ``[ranges]``)               every value
+variation       0..127 -> 0..1 (float, ``[ranges]``)                   every value
 response_bars   0..127 -> 1..16 (int, ``[ranges]``)                    when the number changes
 model_select    0..127 -> model index 0..n_models-1 (int)              when the index changes
 mode            ``"continue"`` / ``"accompany"`` (toggles)             value crosses up to >= 64
@@ -44,6 +45,7 @@ from typing import Any, Callable, Mapping
 import mido
 
 from lofi_live.live.conductor import MODES
+from lofi_live.live.toml_lines import where_in
 from lofi_live.errors import LofiError
 from lofi_live.model.loader import PROVIDERS
 from lofi_live.tokens.rules import MAX_BPM, MIN_BPM
@@ -54,7 +56,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 #: Actions that can be mapped to an incoming CC, in the order ``--learn`` asks for them.
-ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock", "swing")
+ACTIONS = ("temperature", "tempo", "mode", "response_bars", "panic", "mutate", "loop", "model_select", "key_lock", "swing",
+           "variation")
 #: Actions that fire once when the CC value crosses up to 64 or more.
 TRIGGERS = ("panic", "mutate", "loop")
 #: Actions that flip a setting once when the CC value crosses up to 64 or more.
@@ -63,9 +66,9 @@ TOGGLES = ("mode", "key_lock")
 STATE_VALUES = {"idle": 0, "listening": 64, "responding": 127}
 #: Default and widest ranges of the continuous actions.
 DEFAULT_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (60.0, 180.0), "response_bars": (1, 16),
-                                                  "swing": (50.0, 75.0)}
+                                                  "swing": (50.0, 75.0), "variation": (0.0, 1.0)}
 LIMITS: dict[str, tuple[float, float]] = {"temperature": (0.1, 2.0), "tempo": (MIN_BPM, MAX_BPM), "response_bars": (1, 64),
-                                          "swing": (50.0, 75.0)}
+                                          "swing": (50.0, 75.0), "variation": (0.0, 1.0)}
 #: ``[run]`` keys: defaults of ``lofi-live run`` options (option name without ``--``, dashes as
 #: underscores) -> accepted Python types, plus a check.
 RUN_KEYS: dict[str, tuple[tuple[type, ...], Callable[[Any], str | None] | None]] = {}
@@ -93,6 +96,8 @@ RUN_KEYS.update({
               else "must be a model name or a non-empty list of them"),
     "provider": ((str,), _one_of(*PROVIDERS)),
     "temperature": ((int, float), _range(0, 10)),
+    "variation": ((int, float), _range(0, 1)),
+    "follow": ((str,), _one_of("chord", "off")),
     "top_k": ((int,), _range(0, 1_000_000)),
     "seed": ((int,), None),
     "key": ((str,), None),
@@ -165,34 +170,6 @@ def default_config_path() -> Path:
     return Path(base or Path.home() / ".config") / "lofi-live" / "config.toml"
 
 
-def _key_line(text: str, table: str | None, key: str) -> int | None:
-    """The 1-based line where ``key`` is set in ``[table]`` (top level when None), found by scanning."""
-    current: str | None = None
-    pattern = re.compile(r'^\s*(?:"%s"|\'%s\'|%s)\s*=' % (re.escape(key), re.escape(key), re.escape(key)))
-    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-    fallback = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = header.match(line)
-        if match:
-            current = match.group(1).strip().strip('"\'')
-            if table is None and current == key:
-                return number
-            continue
-        if pattern.match(line):
-            if current == table:
-                return number
-            fallback = fallback or number
-        elif table is not None and current is None and re.match(r"^\s*%s\s*\.\s*%s\s*=" % (re.escape(table), re.escape(key)), line):
-            return number
-    return fallback
-
-
-def _where(path: Path, text: str, table: str | None, key: str) -> str:
-    line = _key_line(text, table, key)
-    name = f"{table}.{key}" if table else key
-    return f"{path} line {line}: '{name}'" if line else f"{path}: '{name}'"
-
-
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """Read and check a config file.
 
@@ -230,45 +207,45 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None, text: str = 
     config = Config(path=path)
     for table, content in data.items():
         if table not in TABLES:
-            raise LofiError(f"{_where(path, text, None, table)} is not a known table (use [run], [cc], [ranges])")
+            raise LofiError(f"{where_in(path, text, None, table)} is not a known table (use [run], [cc], [ranges])")
         if not isinstance(content, dict):
-            raise LofiError(f"{_where(path, text, None, table)} must be a table like [{table}]")
+            raise LofiError(f"{where_in(path, text, None, table)} must be a table like [{table}]")
     for key, value in data.get("run", {}).items():
         if key not in RUN_KEYS:
             hint = " (write option names with underscores, e.g. in_channel)" if "-" in key else ""
-            raise LofiError(f"{_where(path, text, 'run', key)} is not a lofi-live run option{hint}")
+            raise LofiError(f"{where_in(path, text, 'run', key)} is not a lofi-live run option{hint}")
         types, check = RUN_KEYS[key]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         problem = None if ok else "has the wrong type (" + " or ".join(t.__name__ for t in types) + " expected)"
         if ok and check is not None:
             problem = check(value)
         if problem:
-            raise LofiError(f"{_where(path, text, 'run', key)} {problem}, not {value!r}")
+            raise LofiError(f"{where_in(path, text, 'run', key)} {problem}, not {value!r}")
         config.run[key] = value
     used: dict[int, str] = {}
     for key, value in data.get("cc", {}).items():
         if key not in CC_KEYS:
-            raise LofiError(f"{_where(path, text, 'cc', key)} is not a known action (known: {', '.join(CC_KEYS)})")
+            raise LofiError(f"{where_in(path, text, 'cc', key)} is not a known action (known: {', '.join(CC_KEYS)})")
         low, high = (1, 16) if key == "channel" else (0, 127)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise LofiError(f"{_where(path, text, 'cc', key)} must be "
+            raise LofiError(f"{where_in(path, text, 'cc', key)} must be "
                             f"{'a MIDI channel 1..16' if key == 'channel' else 'a CC number 0..127'}, not {value!r}")
         if key == "channel":
             config.channel = value
             continue
         if value >= 120:
-            raise LofiError(f"{_where(path, text, 'cc', key)}: CC {value} is a channel mode message (120..127); choose 0..119")
+            raise LofiError(f"{where_in(path, text, 'cc', key)}: CC {value} is a channel mode message (120..127); choose 0..119")
         if value in used:
-            raise LofiError(f"{_where(path, text, 'cc', key)}: CC {value} is already used by cc.{used[value]}")
+            raise LofiError(f"{where_in(path, text, 'cc', key)}: CC {value} is already used by cc.{used[value]}")
         used[value] = key
         config.cc[key] = value
     for key, value in data.get("ranges", {}).items():
         if key not in DEFAULT_RANGES:
-            raise LofiError(f"{_where(path, text, 'ranges', key)} is not a knob with a range (known: {', '.join(DEFAULT_RANGES)})")
+            raise LofiError(f"{where_in(path, text, 'ranges', key)} is not a knob with a range (known: {', '.join(DEFAULT_RANGES)})")
         low_limit, high_limit = LIMITS[key]
         if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
                 or not all(math.isfinite(v) for v in value) or not low_limit <= min(value) <= max(value) <= high_limit):
-            raise LofiError(f"{_where(path, text, 'ranges', key)} must be [low, high] within {low_limit:g}..{high_limit:g}, not {value!r}")
+            raise LofiError(f"{where_in(path, text, 'ranges', key)} must be [low, high] within {low_limit:g}..{high_limit:g}, not {value!r}")
         config.ranges[key] = (value[0], value[1])
     return config
 
@@ -332,7 +309,7 @@ class ControlMap:
         previous = self._previous.get(message.control, 0)
         self._previous[message.control] = value
         rising = value >= EDGE and previous < EDGE
-        if action in ("temperature", "tempo", "swing"):
+        if action in ("temperature", "tempo", "swing", "variation"):
             return [Action(action, round(self._scale(action, value), 4))]
         if action == "response_bars":
             return self._stepped(action, int(round(self._scale(action, value))))

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import mido
 
+from lofi_live.live.bars import BarGrid
 from lofi_live.live.conductor import STEPS_PER_BAR, Conductor
 from lofi_live.live.config import EngineConfig
 from lofi_live.live.intake import AllOff, Control, FeedbackGuard, Intake, Note, Oddities, Transport
@@ -73,8 +74,12 @@ class EngineCore:
         self.scheduler = Scheduler(self.clock, self.swing, humanize, cfg.offset_ms, self.odd)
         held: dict[tuple[int, int], float] = {}
         self.conductor = Conductor(cfg, held)
-        self.responder = Responder(model, sampler, models, key, scale, self.conductor, self.odd, cfg.simulate_slow_ms)
+        self.responder = Responder(model, sampler, models, key, scale, self.conductor, self.odd, cfg.simulate_slow_ms,
+                                   cfg.variation, cfg.follow == "chord")
         self.grid = self.responder.grid
+        # where beat 1 of the bar is, for the model's positions and the answer's start (lofi_live.live.bars)
+        self.bars = BarGrid.for_clock(cfg.clock, cfg.metronome is not None)
+        self.conductor.bars = self.responder.bars = self.bars
         self.steps: GridSteps | OnsetSteps = GridSteps(self.swing) if self.grid else OnsetSteps(self.swing)
         if self.grid:
             self.voices.on_model_off = lambda key, beat: self.steps.note_off(("model", *key), beat)
@@ -161,7 +166,9 @@ class EngineCore:
         straight = self.swing.straight(beat)  # the conductor counts silence on the model's straight grid
         if not note.on:
             player.release(key, beat, straight)
-        elif player.press(key, note.velocity, note.stamp, beat, straight, self.clock.bpm):
+            return
+        self.bars.first_onset(straight)  # no bar line yet (internal clock, no metronome): this is beat 1
+        if player.press(key, note.velocity, note.stamp, beat, straight, self.clock.bpm):
             self.responder.cancel()
 
     def _carry(self, cues: list[Cue]) -> None:
@@ -283,6 +290,8 @@ class EngineCore:
         conductor, responder, scheduler = self.conductor, self.responder, self.scheduler
         if name == "temperature" and value is not None:
             responder.set_temperature(float(value))
+        elif name == "variation" and value is not None:
+            responder.set_variation(min(1.0, max(0.0, float(value))))
         elif name == "tempo" and value is not None:
             tempo = scheduler.set_tempo(float(value), now)
             if tempo is not None:

@@ -163,6 +163,9 @@ class Engine(EngineCore):
         """Handle queued input until ``deadline`` (sleeping on the queue when it is empty)."""
         for stamp, message in self.intake.receive(deadline):
             self._handle(message, stamp, time.perf_counter())
+            emit_at = self.scheduler.emit_at()
+            if emit_at is not None and emit_at - self.config.spin < deadline:
+                return  # a boundary came due sooner (the MIDI clock announced one ahead): the loop waits for it
 
     def snapshot(self) -> EngineStatus:
         """The engine's latest published status (safe from any thread: it is never changed)."""
@@ -174,4 +177,6 @@ class Engine(EngineCore):
         if self.running:
             raise RuntimeError("Engine.stats() while the engine thread runs")
         return {"steps": self.scheduler.step + 1, **self.responder.figures(),
-                "echoes_ignored": self.intake.guard.ignored, "messages_in": self.intake.messages_in}
+                "echoes_ignored": self.intake.guard.ignored, "messages_in": self.intake.messages_in,
+                # --clock midi: ticks delivered twice and ticks lost on the way in (lofi_live.timing.tick_follower)
+                "clock_duplicates": getattr(self.clock, "duplicates", 0), "clock_lost": getattr(self.clock, "lost", 0)}

@@ -19,7 +19,15 @@ One owner
     memory) are touched only by the inference thread. The engine thread changes the sampler by
     message (:meth:`InferenceWorker.set_temperature`, :meth:`InferenceWorker.forget`), applied before
     the next token is sampled. A fault in the stepper or the sampler is handed to the engine thread
-    with the job and stops the engine there.
+    with the job and stops the engine there. ``variation`` reaches the stepper's copy gate (a model
+    that has one) and the loop follower the same way (:meth:`InferenceWorker.set_variation`).
+
+Loop following (continue mode, grid models, ``--follow chord``)
+    The first token of an answer carries the player's phrase (``Job.heard``): the inference thread's
+    :class:`lofi_live.model.loop_follow.LoopFollower` takes its loop from it (a few ms, on this thread,
+    half a step or more before the answer's first boundary), and each token of the answer is then
+    chosen from the loop replayed at that point of its cycle and the network's variations within its
+    chords (``--variation``), as ``generate`` continues a clip. A mutate's tokens are the network's alone.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lofi_live.model import sampling
+from lofi_live.model.loop_follow import DEFAULT_VARIATION, LoopFollower
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -47,13 +56,22 @@ class Job:
     """One look-ahead computation: the window as of a boundary -> the token for ``step``."""
 
     __slots__ = ("step", "end", "window", "allowed", "done", "token", "seconds", "cancelled", "error", "model",
-                 "stream", "computed")
+                 "stream", "computed", "positions", "downbeat", "heard", "cycle")
 
-    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0):
+    def __init__(self, step: int, end: int, window: list[int], allowed=None, model=None, stream: int = 0,
+                 positions: list[int] | None = None, downbeat: int | None = None):
         self.step, self.end, self.window, self.allowed = step, end, window, allowed
         # ``model``: the model to run (None: the worker's); ``stream``: which token sequence ``end``
         # counts in (0 = the timeline, another number = a mutate's replayed context).
         self.model, self.stream = model, stream
+        # ``positions``: each window token's place in its bar (0-7), for a model that reads them
+        # (None: not known, the stepper's own default); ``downbeat``: the bar line they count from.
+        self.positions, self.downbeat = positions, downbeat
+        # loop following (:class:`lofi_live.model.loop_follow.LoopFollower`): ``heard``, the player's phrase
+        # the response answers (its first token only); ``cycle``, this token's step counted from the
+        # answer's start (None: the network alone)
+        self.heard: list[int] | None = None
+        self.cycle: int | None = None
         self.done = threading.Event()
         self.token: int | None = None
         self.seconds = 0.0
@@ -71,11 +89,14 @@ class InferenceWorker:
     started is dropped.
     """
 
-    def __init__(self, model, sampler: sampling.Sampler, slow_ms: float = 0.0):
+    def __init__(self, model, sampler: sampling.Sampler, slow_ms: float = 0.0, variation: float = DEFAULT_VARIATION):
         self.model, self.slow = model, slow_ms / 1000.0
         self._sampler = sampler  # the inference thread's alone from here on
-        self.stepper = model.stepper()
+        self.variation = variation
+        self.stepper = self._stepper(model)
+        self._follower: LoopFollower | None = None  # made on the first phrase to follow (inference thread)
         self._stream = 0
+        self._downbeat: int | None = None  # the bar line the stepper's positions count from
         self._fed_end = -1
         self._probs = None
         self._cond = threading.Condition()
@@ -97,6 +118,11 @@ class InferenceWorker:
         """Sample with ``value`` from the next token on."""
         with self._cond:
             self._changes.append(("temperature", float(value)))
+
+    def set_variation(self, value: float) -> None:
+        """Weigh the network against the heard loop (and a copy gate) with ``value`` from the next token on."""
+        with self._cond:
+            self._changes.append(("variation", float(value)))
 
     def forget(self) -> None:
         """Clear the sampler's repetition memory before the next token (its indices changed)."""
@@ -123,6 +149,8 @@ class InferenceWorker:
                 for name, value in changes:
                     if name == "temperature":
                         self._sampler.temperature = value
+                    elif name == "variation":
+                        self._set_variation(value)
                     else:
                         self._sampler.forget()
                 if self.slow:
@@ -134,22 +162,68 @@ class InferenceWorker:
             job.computed = True
             job.done.set()
 
+    def _stepper(self, model):
+        """A stepper of ``model``, its copy gate (if it has one) set to the variation."""
+        stepper = model.stepper()
+        if getattr(model, "has_copy_gate", False):
+            stepper.variation = self.variation
+        return stepper
+
+    def _set_variation(self, value: float) -> None:
+        self.variation = value
+        if getattr(self.model, "has_copy_gate", False):
+            self.stepper.variation = value
+        if self._follower is not None:
+            self._follower.variation = value
+
+    def _choose(self, job: Job, probs) -> int:
+        """The token: sampled from the network's ``probs``, or, while a heard loop is followed, from
+        the loop and the network's variations on it (the follower takes the sampler's legato over for
+        the network's share, as ``generate`` does)."""
+        follower = self._follower
+        if job.heard is not None:
+            # a network with a copy gate copies the loop itself: the rule then keeps it to the loop's chords
+            # and groove only (as generate does)
+            replay = not getattr(self.model, "has_copy_gate", False)
+            if follower is None or follower.vocabulary != list(self.model.vocabulary) or follower.replay != replay:
+                follower = self._follower = LoopFollower(self.model.vocabulary, self.variation, replay=replay)
+            follower.hear(job.heard)
+        if job.cycle is None or follower is None or not follower.active:
+            return int(self._sampler.choose(probs, job.allowed))
+        follower.seek(job.cycle)
+        follower.legato = self._sampler.legato
+        probs, mask = follower.shape(probs, job.allowed)
+        legato, self._sampler.legato = self._sampler.legato, 0.0
+        try:
+            token = int(self._sampler.choose(probs, mask))
+        finally:
+            self._sampler.legato = legato
+        follower.add(token)
+        return token
+
     def compute(self, job: Job) -> int:
         if job.model is not None and job.model is not self.model:  # model_select: switch here
-            self.model, self.stepper, self._probs = job.model, job.model.stepper(), None
+            self.model, self.stepper, self._probs = job.model, self._stepper(job.model), None
             # the repetition guard and legato follow the new vocabulary's holds and rests
             self._sampler.follow(job.model.vocabulary)
         gap = job.end - self._fed_end
         window = job.window
-        if self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window) or gap >= self.stepper.window:
-            self._stream = job.stream
-            probs = self.stepper.reset(window)
+        # a model that reads bar positions gets one beside each token (lofi_live.live.bars); a bar line
+        # found since the stepper was fed (the player's first onset) re-reads the window with it
+        positions = job.positions if getattr(self.model, "uses_position", False) else None
+        if (self._probs is None or job.stream != self._stream or gap < 0 or gap > len(window)
+                or gap >= self.stepper.window or (positions is not None and job.downbeat != self._downbeat)):
+            self._stream, self._downbeat = job.stream, job.downbeat
+            probs = self.stepper.reset(window) if positions is None else self.stepper.reset(window, positions=positions)
         else:
             probs = self._probs
-            for index in window[len(window) - gap :]:
-                probs = self.stepper.advance(index)
+            for offset in range(len(window) - gap, len(window)):
+                if positions is None:
+                    probs = self.stepper.advance(window[offset])
+                else:
+                    probs = self.stepper.advance(window[offset], position=positions[offset])
         self._fed_end, self._probs = job.end, probs
-        return int(self._sampler.choose(probs, job.allowed))
+        return self._choose(job, probs)
 
 
 class LookAhead:

@@ -10,6 +10,10 @@ opens with an onset, never ``hold`` or ``rest`` (the silence before a response i
 already in the window as rests; a response that opened with more of it could stay silent for its whole
 length, and a hold would hold nothing), holds only while it sounds, and rests at most a bar in a row.
 
+In continue mode a grid model's answer follows the loop the player just played (``--follow chord``,
+the default; :mod:`lofi_live.live.inference`): its first token carries the phrase, the rest their step
+counted from the answer's start; ``--variation`` weighs the network against replaying the loop.
+
 ``model_select`` waits for the next boundary (:meth:`Responder.switch`): the window is re-encoded to
 the new vocabulary, the key lock rebuilt, the sampler's repetition memory cleared (its indices changed).
 
@@ -27,10 +31,12 @@ from collections import deque
 from typing import Any, Sequence
 
 from lofi_live.errors import LofiError
+from lofi_live.live.bars import BarGrid
 from lofi_live.live.conductor import Conductor
 from lofi_live.live.inference import InferenceWorker, Job, KeyLock, LookAhead, percentile
 from lofi_live.live.timeline import Timeline
 from lofi_live.live.voices import Voices
+from lofi_live.model.loop_follow import DEFAULT_VARIATION
 from lofi_live.timing.clock import step_beat
 from lofi_live.timing.groove import Dynamics, Swing
 from lofi_live.tokens import rules as token_rules
@@ -41,7 +47,8 @@ class Responder:
     """The models and what they play (engine thread)."""
 
     def __init__(self, model: Any, sampler: Any, models: Sequence[Any], key: str | None, scale: str | None,
-                 conductor: Conductor, odd: Any, simulate_slow_ms: float = 0.0):
+                 conductor: Conductor, odd: Any, simulate_slow_ms: float = 0.0,
+                 variation: float = DEFAULT_VARIATION, follow: bool = True):
         self.model, self.sampler = model, sampler
         self.models = list(models) or [model]
         if model not in self.models:
@@ -49,6 +56,7 @@ class Responder:
         if len({each.tokens for each in self.models}) > 1:
             raise LofiError("--model: grid and seed models cannot be switched between (give models of one tokenization)")
         self.grid = model.tokens == "grid"
+        self.bars = BarGrid()  # where the bar line is (the core gives the clock's); read for the positions
         self.model_index = self.models.index(model)
         self.pending_model: int | None = None
         self.conductor, self.odd, self.slow_ms = conductor, odd, simulate_slow_ms
@@ -57,6 +65,8 @@ class Responder:
         self.worker: InferenceWorker | None = None
         self.keylock = KeyLock(model.vocabulary, key, scale)
         self.temperature = sampler.temperature  # the setting; the sampler itself is the inference thread's
+        self.variation = variation  # the setting; the stepper and the loop follower are the inference thread's
+        self.follow = follow  # continue mode, grid models: the answer follows the heard loop
         self._grammar: GridGrammar | None = None  # grid models: the grammar of the response being played
         self._grammar_of: Any = None  # the response (conductor.last_response) it follows
         self.played_steps = 0
@@ -67,16 +77,16 @@ class Responder:
 
     def prime(self, tokens: Sequence[str]) -> int:
         """Fill the window from seed tokens (before start); the model then responds at once."""
-        indices = self.model.encode(list(tokens))
-        for index in indices[-self.model.window :]:
-            self.timeline.append(-1, "seed", self.model.vocabulary[index], index)
+        indices = self.model.encode(list(tokens))[-self.model.window :]
+        for offset, index in enumerate(indices):  # the seed ends just before step 0 (on a bar line)
+            self.timeline.append(offset - len(indices), "seed", self.model.vocabulary[index], index)
         if indices:
             self.conductor.seed()
         return len(indices)
 
     def start_worker(self) -> None:
         """Start the inference thread; from now on it alone touches the sampler."""
-        self.worker = InferenceWorker(self.model, self.sampler, self.slow_ms)
+        self.worker = InferenceWorker(self.model, self.sampler, self.slow_ms, self.variation)
         self.lookahead.worker = self.worker
 
     def stop_worker(self) -> None:
@@ -115,8 +125,33 @@ class Responder:
             sequence = model.encode(replay.response.context + replay.response.tokens)
             job = Job(step, len(sequence), sequence[-model.window :], allowed, model, replay.stream)
         else:
-            job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model)
+            job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model,
+                      positions=self._positions(), downbeat=self.bars.downbeat)
+            if self.grid and self.follow and conductor.mode == "continue":
+                job.cycle = max(0, step - conductor.answer_from)
+                if not conductor.response_open:  # the answer's first token: the phrase it follows
+                    job.heard = self._heard()
         lookahead.submit(job)
+
+    def _heard(self) -> list[int]:
+        """The player's phrase an answer follows: the timeline since the model last played, up to the
+        first bar line after its last sounding step (so it ends on a bar line, as a seed clip does)."""
+        entries = list(self.timeline.entries)
+        played = [i for i, entry in enumerate(entries) if entry.part == "model"]
+        phrase = entries[played[-1] + 1 :] if played else entries
+        sounding = [entry.step for entry in phrase if entry.token != token_rules.REST]
+        if not sounding:
+            return []
+        end = self.bars.answer_start(sounding[-1] + 1)
+        return [entry.index for entry in phrase if entry.step < end]
+
+    def _positions(self) -> list[int] | None:
+        """The bar position of each window token (from the step it sounded at), for a model that reads
+        them; None while the bar line is not known (the stepper then counts from the window's start)."""
+        if not getattr(self.model, "uses_position", False) or not self.bars.known:
+            return None
+        entries = list(self.timeline.entries)[-self.timeline.window :]
+        return [self.bars.position(entry.step) for entry in entries]
 
     def _response_grammar(self) -> GridGrammar:
         """The grammar of the response the next token belongs to: a new one when a response begins (it
@@ -193,6 +228,12 @@ class Responder:
         else:  # no inference thread yet: the sampler is still this thread's
             self.sampler.temperature = self.temperature
 
+    def set_variation(self, value: float) -> None:
+        """The setting now, the stepper's copy gate and the loop follower from the next token (a message)."""
+        self.variation = float(value)
+        if self.worker is not None:
+            self.worker.set_variation(self.variation)
+
     def select(self, index: int) -> None:
         """model_select: switch to model ``index`` at the next boundary."""
         if 0 <= index < len(self.models):
@@ -228,6 +269,7 @@ class Responder:
             "provider": getattr(self.model, "provider", "cpu"),
             "model": getattr(self.model, "name", ""),
             "temperature": self.temperature,
+            "variation": self.variation,
             "step_latency_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
             "step_latency_p99_ms": percentile(latencies, 99) * 1e3,
             "late_steps": self.lookahead.late_steps,

@@ -8,9 +8,12 @@ itself sends nothing and touches no other part.
 Grid times come from the clock's beat-to-time mapping (``clock.time_of_beat``), never from adding
 intervals: nothing drifts.
 
-MIDI clock (``--clock midi``, :meth:`Scheduler.transport`): a boundary tick closes the steps due
-and sends the grid step (or has the loop send it ``--offset-ms`` later, a swung off-beat its swing
-later); Stop ends the model's notes at once and drops the computed token; Start counts from beat 0
+MIDI clock (``--clock midi``, :meth:`Scheduler.transport`): the clock
+(:class:`lofi_live.timing.clock.MidiClock`, its ticks read by
+:class:`lofi_live.timing.tick_follower.TickFollower`) announces a grid step when the tick before it
+arrives, for the time its tick is due, and again when its tick arrives ("arrived"): the loop sends it
+at the sooner of the two (``--offset-ms`` later, a swung off-beat its swing later). An announcement
+closes the steps due. Stop ends the model's notes at once and drops the computed token; Start counts from beat 0
 again (the model enters at step 1, as step 0's tick comes too soon to compute a token); Continue
 goes on from where it stopped or from a Song Position Pointer.
 
@@ -147,19 +150,22 @@ class Scheduler:
         event = clock.handle(kind, stamp, pos)
         if event is None:
             return []
-        if event.kind == "boundary":
+        if event.kind == "boundary":  # step ``event.step`` is due at ``event.time`` (now, or ahead)
             cues = [Cue("close", when=stamp)]
-            # a swung off-beat (and a humanized step) sounds that long after its tick
-            delay = max(0.0, self.sounded_beat(event.step) - step_beat(event.step)) * clock.seconds_per_beat
-            offset = max(0.0, self.offset) + delay
+            offset = self._midi_offset(event.step)
             if self.midi_due is not None:  # a step still waiting for its time is sent first: steps keep their order
                 cues.append(Cue("boundary", *self.midi_due))
                 self.midi_due = None
-            if offset:  # sent by the loop at the tick's time plus the offset
-                self.midi_due = (event.step, stamp + offset)
+            if offset or event.time > stamp:  # sent by the loop when due
+                self.midi_due = (event.step, event.time + offset)
             else:
                 cues.append(Cue("boundary", event.step, stamp))
             return cues
+        if event.kind == "arrived":  # the tick of a step announced ahead: due no later than now
+            due = self.midi_due
+            if due is not None and due[0] == event.step:
+                self.midi_due = (event.step, min(due[1], stamp + self._midi_offset(event.step)))
+            return []
         if event.kind == "stop":
             log.info("MIDI clock stopped at beat %.2f", clock.tick / PPQN)
             return [Cue("silence")]
@@ -171,6 +177,12 @@ class Scheduler:
         if event.kind == "position":
             self.next_step = event.step
         return []
+
+    def _midi_offset(self, step: int) -> float:
+        """How long after its tick step ``step`` sounds: ``--offset-ms``, plus a swung off-beat's
+        swing (and a humanized step's offset)."""
+        delay = max(0.0, self.sounded_beat(step) - step_beat(step)) * self.clock.seconds_per_beat
+        return max(0.0, self.offset) + delay
 
     def stop_midi_clock(self, now: float) -> list[Cue]:
         """The MIDI clock's input went away: a Stop, when it was running."""

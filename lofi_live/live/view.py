@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from lofi_live.model.loop_follow import DEFAULT_VARIATION
 from lofi_live.tokens.rules import midi_to_note
 
 #: Grid steps shown in the piano roll (32 beats at 0.5 beat a step).
@@ -47,6 +48,7 @@ class EngineStatus:
     response_bars: float = 4.0
     loop: bool = False  # the loop control is on: the last response repeats
     temperature: float = 1.0
+    variation: float = DEFAULT_VARIATION  # 0..1: the network against the heard loop / the copy gate
     step_latency_ms: float = 0.0
     step_latency_p99_ms: float = 0.0
     step: int = 0
@@ -74,7 +76,8 @@ def render_header(status: EngineStatus) -> Table:
                  run_state, Text.assemble(("step ", "dim"), str(status.step)))
     grid.add_row(Text.assemble(("mode ", "dim"), status.mode), Text.assemble(("state ", "dim"), state),
                  Text.assemble(("key ", "dim"), status.key or "free"),
-                 Text.assemble(("temperature ", "dim"), f"{status.temperature:.2f}"))
+                 Text.assemble(("temperature ", "dim"), f"{status.temperature:.2f}", ("  variation ", "dim"),
+                               f"{status.variation:.2f}"))
     grid.add_row(Text.assemble(("provider ", "dim"), status.provider),
                  Text.assemble(("latency ", "dim"), f"{status.step_latency_ms:.1f} ms median"),
                  Text.assemble(("p99 ", "dim"), f"{status.step_latency_p99_ms:.1f} ms"),

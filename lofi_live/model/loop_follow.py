@@ -201,6 +201,11 @@ class LoopFollower:
         copy[self.loop[where]] = 1.0
         return (1.0 - self.variation) * copy + self.variation * p, mask
 
+    def seek(self, step: int) -> None:
+        """The next step is step ``step`` of the continuation (0: the loop's start): a live engine whose
+        answer skips a step (a late token) stays on the loop's cycle."""
+        self._step = int(step)
+
     def add(self, token: int) -> None:
         """Follow the token chosen for this step."""
         if self._pitch[token] >= 0:

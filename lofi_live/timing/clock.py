@@ -26,11 +26,10 @@ sees a new tempo with an old anchor (a half-updated beat in the journal). The Li
 
 from __future__ import annotations
 
-import statistics
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from lofi_live.timing.tick_follower import TickFollower
 from lofi_live.tokens.rules import GRID_BEATS, check_bpm, clamp_bpm
 
 #: MIDI beat clock resolution: ticks per quarter note.
@@ -39,6 +38,9 @@ PPQN = 24
 TICKS_PER_STEP = int(PPQN * GRID_BEATS)
 #: Ticks per Song Position Pointer unit (a 16th note).
 TICKS_PER_SPP = 6
+#: A grid step is announced when a tick this close before it arrives (so a lost tick before it, or
+#: its own, does not delay it).
+ANNOUNCE_TICKS = 2
 
 
 class Clock(Protocol):
@@ -189,22 +191,33 @@ class MidiPosition:
 
 
 class MidiClock:
-    """Follows MIDI beat clock messages (fed with their arrival times)."""
+    """Follows MIDI beat clock messages (fed with their arrival times) through a :class:`TickFollower`.
+
+    The follower says which tick each arrival is (a copy, the next one, or the next after lost ones);
+    this class turns that into the song position (Start, Continue and Song Position Pointer set it
+    exactly: the next tick *is* that position, whatever the follower thought of the gap) and grid
+    steps. A step is announced twice at most: once ahead, when a tick :data:`ANNOUNCE_TICKS` or fewer
+    before it arrives, for the time the follower's line says its tick is due (a ``boundary`` event in
+    the future); and when its own tick arrives (``arrived``), in case that is earlier. So a step is
+    sent on time when its tick or the one before it is lost; when its tick and the two before it are
+    all lost, it is sent when the next tick shows the loss (late, but still in its place)."""
 
     source = "midi"
 
     def __init__(self, default_bpm: float = 120.0):
         self.default_bpm = float(default_bpm)
         self.position = MidiPosition(self.default_bpm)
-        self._intervals: deque[float] = deque(maxlen=PPQN)
+        self.follower = TickFollower(60.0 / self.default_bpm / PPQN)
         self.ticks_without_start = 0
         self.started_once = False
+        self._exact = False  # the next tick is position tick + 1 exactly (after Start, Continue, SPP)
+        self._announced = -1  # the last step announced since Start (or the one before a Continue/SPP position)
 
     # -- readings (from the published position) ---------------------------------------------
 
     @property
     def bpm(self) -> float:
-        """The tempo estimated from recent tick intervals (the default before any ticks)."""
+        """The tempo the follower measured (the default before any ticks)."""
         return self.position.bpm
 
     @property
@@ -223,61 +236,77 @@ class MidiClock:
     def seconds_per_beat(self) -> float:
         return 60.0 / self.position.bpm
 
+    @property
+    def duplicates(self) -> int:
+        """Ticks delivered twice (each copy counted once)."""
+        return self.follower.duplicates
+
+    @property
+    def lost(self) -> int:
+        """Ticks that never arrived (counted from the gaps they left)."""
+        return self.follower.lost
+
     def beat_at(self, now: float) -> float:
         """The beat at ``now``: the last tick plus the time since it (at most one tick ahead)."""
         return self.position.beat_at(now)
 
-    def next_boundary_time(self, now: float) -> float | None:
-        """A prediction of the next grid boundary's time (None when stopped)."""
-        position = self.position
-        if not position.running or position.last_tick_time is None:
-            return None
-        ticks_left = TICKS_PER_STEP - ((position.tick % TICKS_PER_STEP) if position.tick >= 0 else 0)
-        return position.last_tick_time + ticks_left * 60.0 / position.bpm / PPQN
-
     # -- messages ---------------------------------------------------------------------------
 
-    def _estimate_bpm(self) -> float:
-        if len(self._intervals) < 3:
-            return self.default_bpm
-        interval = statistics.median(self._intervals)
-        return clamp_bpm(60.0 / (interval * PPQN))
+    def _bpm(self) -> float:
+        return clamp_bpm(60.0 / (self.follower.period * PPQN))
 
     def _publish(self, tick: int, last_tick_time: float | None, running: bool) -> None:
-        self.position = MidiPosition(self._estimate_bpm(), tick, last_tick_time, running)
+        self.position = MidiPosition(self._bpm(), tick, last_tick_time, running)
+
+    def _set_position(self, tick: int, running: bool, last_tick_time: float | None) -> None:
+        """The next tick is ``tick + 1`` exactly; the steps up to it count as announced."""
+        self._exact = True
+        self._announced = tick // TICKS_PER_STEP
+        self._publish(tick, last_tick_time, running)
 
     def handle(self, kind: str, now: float, pos: int = 0) -> ClockEvent | None:
         """Feed one message type (``clock``, ``start``, ``stop``, ``continue``, ``songpos``)."""
         old = self.position
         if kind == "clock":
-            if old.last_tick_time is not None:
-                interval = now - old.last_tick_time
-                # 0.5 ms to 250 ms a tick is 5000 to 10 BPM (the estimate is then held to 20..400);
-                # the gap after a Stop is no tempo
-                if 0.0005 < interval < 0.25:
-                    self._intervals.append(interval)
-            if not old.running:
-                self.ticks_without_start += 1
-                self._publish(old.tick, now, False)
-                return None
-            tick = old.tick + 1
-            self._publish(tick, now, True)
-            if tick % TICKS_PER_STEP == 0:
-                return ClockEvent("boundary", tick // TICKS_PER_STEP, now)
-            return None
+            return self._tick(now)
         if kind == "start":
             self.started_once = True
-            self._publish(-1, old.last_tick_time, True)
+            self._set_position(-1, True, old.last_tick_time)
             return ClockEvent("start", 0, now)
         if kind == "stop":
             self._publish(old.tick, old.last_tick_time, False)
             return ClockEvent("stop", None, now) if old.running else None
         if kind == "continue":
             self.started_once = True
-            self._publish(old.tick, old.last_tick_time, True)
+            self._set_position(old.tick, True, old.last_tick_time)
             return ClockEvent("continue", (old.tick + TICKS_PER_STEP) // TICKS_PER_STEP, now)
         if kind == "songpos":
             tick = int(pos) * TICKS_PER_SPP - 1
-            self._publish(tick, old.last_tick_time, old.running)
+            self._set_position(tick, old.running, old.last_tick_time)
             return ClockEvent("position", (tick + 1) // TICKS_PER_STEP, now)
+        return None
+
+    def _tick(self, now: float) -> ClockEvent | None:
+        reading = self.follower.feed(now)
+        if reading.duplicate:
+            return None
+        old = self.position
+        if not old.running:
+            self.ticks_without_start += 1
+            self._publish(old.tick, now, False)
+            return None
+        tick = old.tick + 1 + (0 if self._exact else reading.lost - reading.taken_back)
+        self._exact = False
+        self._publish(tick, now, True)
+        step = tick // TICKS_PER_STEP
+        if step > self._announced:  # its tick (or one after it) arrived before any announcement
+            self._announced = step
+            return ClockEvent("boundary", step, now)
+        if tick % TICKS_PER_STEP == 0:  # announced ahead: it may be sent now if that is sooner
+            return ClockEvent("arrived", step, now)
+        ahead = TICKS_PER_STEP - tick % TICKS_PER_STEP
+        due = self.follower.due(ahead) if ahead <= ANNOUNCE_TICKS and step + 1 > self._announced else None
+        if due is not None:
+            self._announced = step + 1
+            return ClockEvent("boundary", step + 1, max(due, now))
         return None

@@ -1,0 +1,205 @@
+"""Locks to a MIDI beat clock's phase, so that a tick delivered twice, a tick lost or a jittery one
+cannot move the count off the DAW's grid.
+
+Counting every clock byte goes wrong in three ways that USB interfaces, busy DAWs and JACK all show:
+a tick delivered twice counts one tick too many, a lost tick one too few, and from then on every
+step lands a tick away from the DAW's. The follower instead keeps a line through the recent ticks
+(least squares, time against count, over the last :data:`WINDOW` accepted ticks): its slope is the
+tick period, and it says when the next tick is due. Each arriving tick is then read against both the
+line (its *phase error*: how far, in periods, it is from when the next tick was due) and the interval
+since the previous tick:
+
+* **duplicate**: it comes less than :data:`DUPLICATE_FRACTION` of a period after the previous tick
+  (a copy arrives within a millisecond or two; a tick jittered by a quarter period is still half a
+  period away): counted, and ignored;
+* **lost ticks**: the phase error is at least half a period, the interval at least
+  :data:`LOST_INTERVAL` periods, and the two together at least :data:`LOST_EVIDENCE` periods: both the
+  line and the last interval must point to a missing tick, so a tick jittered late after one jittered
+  early (an interval of 1.5 periods, a phase error of a quarter) is never read as a loss; the number
+  lost is the phase error rounded;
+* **the previous tick was late**: after a tick read as following lost ones, this one comes half a
+  period or more before the next count is due (so about when the count just given was due): the
+  previous tick was held back on the way (a busy server delivers a tick late now and then), not the
+  next after a loss; its lost ticks are taken back and this tick is the next one;
+* **a sudden slow-down**: when :data:`SLOWDOWN_TICKS` of the last :data:`SLOWDOWN_WINDOW` ticks each
+  seemed to follow lost ones, the DAW slowed down by more than a third at once (no transport loses
+  most ticks for long): the lost ticks counted for them are taken back, the line starts again;
+* otherwise it is the next tick. When its phase error is still half a period or more, in the same
+  direction, at two ticks in a row, the DAW changed tempo faster than the line follows: the line
+  starts again from this tick and the one before (*relock*), so the next tick is already predicted
+  at the new tempo. (One tick that far off is one held back on the way: a busy server does that.)
+
+Jitter of up to a quarter period therefore never moves the count. While the line is young (fewer
+than :data:`LOCK_TICKS` ticks since the follower began or relocked) its period is too uncertain to
+tell a lost tick from jitter: every tick then counts one, and only a copy within 30 % of a period
+(or 2 ms before there is any interval) is a duplicate. A silence longer than :data:`MAX_LOST` ticks is
+no loss but a pause (the DAW stopped sending): the follower relocks and counts the next tick as one.
+
+The follower only counts; :class:`lofi_live.timing.clock.MidiClock` turns counts into song positions
+(Start, Continue and Song Position Pointer set them exactly) and grid steps.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+#: Ticks the line is fitted over.
+WINDOW = 16
+#: Ticks after a (re)lock during which every tick counts one (the period is not yet known well enough).
+LOCK_TICKS = 8
+#: A tick this soon after the previous one (a fraction of the period) is a copy of it.
+DUPLICATE_FRACTION = 0.35
+#: The same while locking (the period may still be 50 % off).
+LOCKING_DUPLICATE_FRACTION = 0.3
+#: Before there is any interval: a copy within this many seconds.
+DUPLICATE_SECONDS = 0.002
+#: Lost ticks need an interval of at least this many periods ...
+LOST_INTERVAL = 1.4
+#: ... and phase error plus the interval's excess over one period of at least this many periods.
+LOST_EVIDENCE = 1.1
+#: A gap of more ticks than this is a pause, not lost ticks (one beat).
+MAX_LOST = 24
+#: When this many of the last :data:`SLOWDOWN_WINDOW` accepted ticks each seemed to follow lost ones,
+#: the DAW slowed down at once by more than half (no transport loses most ticks for long).
+SLOWDOWN_TICKS = 4
+SLOWDOWN_WINDOW = 6
+
+
+@dataclass(frozen=True)
+class TickReading:
+    """What one arriving tick was: a copy of the previous one, or the next tick after ``lost`` lost ones."""
+
+    duplicate: bool = False
+    lost: int = 0
+    taken_back: int = 0  # lost ticks counted before, now known to have been a slower tempo
+
+
+class TickFollower:
+    """Counts MIDI clock ticks by their phase (fed with arrival times, one caller thread)."""
+
+    def __init__(self, period: float):
+        self._period = float(period)  # the last estimate: kept across a relock
+        self._history: deque[tuple[int, float]] = deque(maxlen=WINDOW)  # (count, arrival time)
+        self.count = -1  # the last accepted tick's count since the follower began
+        self.duplicates = 0
+        self.lost = 0
+        self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
+        self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
+
+    # -- the line ----------------------------------------------------------------------------
+
+    def _fit(self) -> tuple[float, float] | None:
+        """(time of the last count, period) of the least-squares line, or None below 3 ticks."""
+        history = self._history
+        n = len(history)
+        if n < 3:
+            return None
+        last = history[-1][0]
+        xs = [count - last for count, _ in history]
+        ys = [when for _, when in history]
+        mean_x, mean_y = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+        return mean_y - slope * mean_x, slope
+
+    @property
+    def period(self) -> float:
+        """Seconds per tick: the line's slope (the last estimate while fewer than 3 ticks are known)."""
+        return self._period
+
+    @property
+    def locked(self) -> bool:
+        """Whether the line is old enough to count lost ticks."""
+        return len(self._history) >= LOCK_TICKS
+
+    def due(self, ahead: int = 1) -> float | None:
+        """When the tick ``ahead`` counts after the last accepted one is due, by the line (None before 3 ticks)."""
+        fit = self._fit()
+        if fit is None:
+            return None
+        at_last, period = fit
+        return at_last + ahead * period
+
+    # -- ticks -------------------------------------------------------------------------------
+
+    def relock(self) -> None:
+        """Forget the line (a pause, a jump of the tempo); the period estimate is kept."""
+        self._history.clear()
+        self._drift = 0
+
+    def feed(self, now: float) -> TickReading:
+        """One tick arrived at ``now``: what it was. Accepted ticks advance :attr:`count`."""
+        history = self._history
+        if not history:
+            return self._accept(now, 0)
+        gap = now - history[-1][1]
+        fit = self._fit()
+        period = fit[1] if fit is not None else self._period
+        if len(history) < 2:
+            if gap < DUPLICATE_SECONDS:
+                return self._duplicate()
+            return self._accept(now, 0)
+        if gap < (DUPLICATE_FRACTION if self.locked else LOCKING_DUPLICATE_FRACTION) * period:
+            return self._duplicate()
+        if gap > (MAX_LOST + 1.5) * period:  # a pause: the line no longer says where the DAW is
+            self.relock()
+            return self._accept(now, 0)
+        error = (now - (fit[0] + period)) / period if fit is not None else 0.0
+        if self._recent and self._recent[-1] and error <= -0.5:
+            return self._late_previous(now, min(self._recent[-1], round(-error)))
+        lost = 0
+        if self.locked and error >= 0.5 and gap >= LOST_INTERVAL * period and error + gap / period - 1 >= LOST_EVIDENCE:
+            lost = round(error)
+            error -= lost
+        if lost and sum(1 for each in self._recent if each) + 1 >= SLOWDOWN_TICKS:
+            return self._slowed_down(now)
+        drift = (1 if error >= 0.5 else -1 if error <= -0.5 else 0) if self.locked else 0
+        if drift and drift == self._drift:  # the tempo moved faster than the line: start again from the last two ticks
+            last = history[-1]
+            self.relock()
+            history.append(last)
+            return self._accept(now, lost)
+        self._drift = drift
+        return self._accept(now, lost)
+
+    def _late_previous(self, now: float, taken_back: int) -> TickReading:
+        """This tick comes when the count just given to the previous one was due: the previous tick
+        was late (a server held it back), not the next after lost ones. Its lost ticks are taken back."""
+        self.lost -= taken_back
+        self.count -= taken_back
+        self._recent[-1] -= taken_back
+        last_count, last_time = self._history.pop()
+        self._history.append((last_count - taken_back, last_time))
+        self._accept(now, 0)
+        return TickReading(taken_back=taken_back)
+
+    def _slowed_down(self, now: float) -> TickReading:
+        """Most recent ticks seemed to follow lost ones: the tempo dropped by more than a third at once.
+        The lost ticks counted for them are taken back, and the line starts again from the last ticks."""
+        taken_back = sum(self._recent)
+        self._recent.clear()
+        self.lost -= taken_back
+        self.count -= taken_back
+        recent = [when for _, when in list(self._history)[-2:]]
+        self.relock()
+        for offset, when in enumerate(recent):
+            self._history.append((self.count - len(recent) + 1 + offset, when))
+        self._accept(now, 0)
+        return TickReading(taken_back=taken_back)
+
+    def _duplicate(self) -> TickReading:
+        self.duplicates += 1
+        return TickReading(duplicate=True)
+
+    def _accept(self, now: float, lost: int) -> TickReading:
+        self.count += 1 + lost
+        self.lost += lost
+        self._recent.append(lost)
+        self._history.append((self.count, now))
+        fit = self._fit()
+        if fit is not None and fit[1] > 0:
+            self._period = fit[1]
+        elif len(self._history) == 2:
+            self._period = self._history[1][1] - self._history[0][1]
+        return TickReading(lost=lost)

@@ -1,0 +1,274 @@
+"""The MIDI-clock follower against tick streams with duplicates, lost ticks, jitter and tempo ramps.
+
+Every stream is made from a true clock (tick ``n`` at a known time); the faults are applied to what
+arrives. A step lands on the true tick count when the time it is announced for is nearer to true tick
+``12 * step`` than to any other tick, and every step is announced once, in order. The same checks run
+on a counter that trusts every byte (the engine's rule before the follower) and fail there.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, MidiClock
+from lofi_live.timing.tick_follower import LOCK_TICKS, TickFollower
+
+
+@dataclass
+class Stream:
+    """Arrival times of a clock, and the true tick each one is (a copy repeats its tick)."""
+
+    true_times: list[float]
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+    duplicated: int = 0
+    dropped: int = 0
+
+    def period(self, tick: int) -> float:
+        tick = min(max(tick, 0), len(self.true_times) - 2)
+        return self.true_times[tick + 1] - self.true_times[tick]
+
+
+def true_clock(bpm_from: float, bpm_to: float, beats: float, start: float = 10.0, ramp_from: float = 0.0) -> list[float]:
+    """Tick times of a clock whose tempo goes linearly from ``bpm_from`` to ``bpm_to`` over ``beats``
+    (starting ``ramp_from`` beats in), integrated tick by tick."""
+    times, now = [], start
+    ticks = int(beats * PPQN)
+    ramp_start = int(ramp_from * PPQN)
+    for n in range(ticks + 1):
+        times.append(now)
+        share = min(max((n - ramp_start) / max(ticks - ramp_start, 1), 0.0), 1.0)
+        now += 60.0 / (bpm_from + (bpm_to - bpm_from) * share) / PPQN
+    return times
+
+
+def arrive(true_times: list[float], seed: int, jitter: float | Callable[[random.Random, int], float] = 0.0,
+           duplicate: float = 0.0, drop: float = 0.0, clean: int = LOCK_TICKS) -> Stream:
+    """The ticks as they arrive: each moved by up to ``jitter`` of a period (or by ``jitter(rng, n)``),
+    copied with probability ``duplicate`` (the copy 0-2 ms later), lost with probability ``drop``;
+    the first ``clean`` ticks (the follower's lock) and the last one (no later tick shows its loss)
+    come unharmed."""
+    rng = random.Random(seed)
+    stream = Stream(true_times)
+    for n, when in enumerate(true_times):
+        if clean <= n < len(true_times) - 1 and rng.random() < drop:
+            stream.dropped += 1
+            continue
+        shift = jitter(rng, n) if callable(jitter) else rng.uniform(-jitter, jitter)
+        at = when + shift * stream.period(n)
+        stream.arrivals.append((at, n))
+        if n >= clean and rng.random() < duplicate:
+            stream.arrivals.append((at + rng.uniform(0.0, 0.002), n))
+            stream.duplicated += 1
+    stream.arrivals.sort()
+    return stream
+
+
+def alternating(rng: random.Random, n: int) -> float:  # noqa: ARG001 - the worst case of a quarter period
+    return 0.25 if n % 2 else -0.25
+
+
+class ByteCounter:
+    """The rule the follower replaces: every clock byte is the next tick, a step every 12 ticks, sent
+    when its tick arrives."""
+
+    def __init__(self) -> None:
+        self.tick = -1
+
+    def handle(self, kind: str, now: float) -> tuple[int, float] | None:
+        if kind == "start":
+            self.tick = -1
+            return None
+        self.tick += 1
+        return (self.tick // TICKS_PER_STEP, now) if self.tick % TICKS_PER_STEP == 0 else None
+
+
+def steps_of(stream: Stream, counter: MidiClock | ByteCounter) -> list[tuple[int, float]]:
+    """Start before the first tick, then every arrival; the steps in the order they are sent, each
+    at the sooner of its announced time and its own tick's arrival (what the engine's loop does)."""
+    counter.handle("start", stream.true_times[0] - 0.01)
+    steps: dict[int, float] = {}
+    for at, _ in stream.arrivals:
+        event = counter.handle("clock", at)
+        if isinstance(counter, ByteCounter):
+            if event is not None:
+                steps[event[0]] = event[1]
+        elif event is not None and event.kind == "boundary":
+            assert event.step not in steps, f"step {event.step} announced twice"
+            steps[event.step] = event.time
+        elif event is not None and event.kind == "arrived":
+            steps[event.step] = min(steps[event.step], event.time)
+    return sorted(steps.items())
+
+
+def misplaced(stream: Stream, steps: list[tuple[int, float]]) -> list[tuple[int, int]]:
+    """``(step, true tick it was sent nearest to)`` for every step not sent at true tick ``12 * step``,
+    and for steps missing from the sequence (as ``(step, -1)``)."""
+    wrong = []
+    times = stream.true_times
+    for step, when in steps:
+        nearest = min(range(len(times)), key=lambda n: abs(times[n] - when))
+        if nearest != step * TICKS_PER_STEP:
+            wrong.append((step, nearest))
+    sent = [step for step, _ in steps]
+    wrong += [(step, -1) for step in range(sent[-1] + 1) if step not in sent] if sent else []
+    return wrong
+
+
+def check(stream: Stream) -> MidiClock:
+    clock = MidiClock(90)
+    steps = steps_of(stream, clock)
+    assert len(steps) >= (len(stream.true_times) - 1) // TICKS_PER_STEP
+    assert misplaced(stream, steps) == []
+    # the old counter, on the same stream, puts steps off the DAW's grid
+    assert misplaced(stream, steps_of(stream, ByteCounter())) != [] or not (stream.dropped or stream.duplicated)
+    return clock
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicates and lost ticks
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_duplicated_ticks_are_ignored_and_counted(seed):
+    stream = arrive(true_clock(90, 90, 32), seed, jitter=0.02, duplicate=0.03)
+    assert stream.duplicated > 10
+    clock = check(stream)
+    assert clock.duplicates == stream.duplicated and clock.lost == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lost_ticks_are_counted_and_the_steps_stay_on_the_true_count(seed):
+    stream = arrive(true_clock(90, 90, 32), seed, jitter=0.02, drop=0.03)
+    assert stream.dropped > 10
+    clock = check(stream)
+    assert clock.lost == stream.dropped and clock.duplicates == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_in_50_duplicated_and_one_in_50_lost_together(seed):
+    stream = arrive(true_clock(90, 90, 64), seed, jitter=0.02, duplicate=0.02, drop=0.02)
+    clock = check(stream)
+    assert (clock.duplicates, clock.lost) == (stream.duplicated, stream.dropped)
+
+
+def test_a_lost_boundary_tick_is_sent_when_it_was_due_not_a_tick_late():
+    times = true_clock(120, 120, 8)
+    stream = Stream(times, [(when, n) for n, when in enumerate(times) if n != 48], dropped=1)
+    steps = dict(steps_of(stream, MidiClock(120)))
+    assert steps[4] == pytest.approx(times[48], abs=1e-6)  # announced at tick 47 for tick 48's time
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitter
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_jitter_of_a_quarter_period_never_moves_a_step_nor_counts_a_fault(seed):
+    stream = arrive(true_clock(90, 90, 32), seed, jitter=0.25)
+    clock = check(stream)
+    assert (clock.duplicates, clock.lost) == (0, 0)
+
+
+def test_the_worst_quarter_period_jitter_alternating_late_and_early_never_moves_a_step():
+    stream = arrive(true_clock(90, 90, 32), 0, jitter=alternating)
+    clock = check(stream)
+    assert (clock.duplicates, clock.lost) == (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tempo
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_ramp_from_60_to_140_bpm_over_4_bars_with_quarter_period_jitter(seed):
+    stream = arrive(true_clock(60, 140, 16 + 4, ramp_from=2), seed, jitter=0.25)
+    clock = check(stream)
+    assert (clock.duplicates, clock.lost) == (0, 0)
+    assert clock.bpm == pytest.approx(140, rel=0.03)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_ramp_from_60_to_140_bpm_with_duplicates_and_lost_ticks(seed):
+    stream = arrive(true_clock(60, 140, 16 + 4, ramp_from=2), seed, jitter=0.02, duplicate=0.02, drop=0.02)
+    clock = check(stream)
+    assert (clock.duplicates, clock.lost) == (stream.duplicated, stream.dropped)
+
+
+@pytest.mark.parametrize("bpm_from, bpm_to", [(90, 120), (120, 90), (140, 60 / 0.72)])
+def test_a_sudden_tempo_change_is_followed_within_one_beat(bpm_from, bpm_to):
+    """The DAW jumps tempo at beat 8 (the fastest change there is): the grid stays on the count and
+    the tempo and the predicted tick times are the new ones one beat later."""
+    before, after = true_clock(bpm_from, bpm_from, 8), true_clock(bpm_to, bpm_to, 8)
+    times = before + [before[-1] + t - after[0] for t in after[1:]]
+    stream = arrive(times, 0, jitter=0.02)
+    clock = MidiClock(90)
+    clock.handle("start", times[0] - 0.01)
+    for at, n in stream.arrivals:
+        clock.handle("clock", at)
+        if n == 8 * PPQN + PPQN:  # one beat after the change
+            assert clock.bpm == pytest.approx(bpm_to, rel=0.03)
+            assert clock.follower.due(1) == pytest.approx(times[n + 1], abs=0.1 * 60 / bpm_to / PPQN)
+    assert misplaced(stream, steps_of(stream, MidiClock(90))) == []
+    assert (clock.duplicates, clock.lost) == (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything at once, and the transport
+
+
+def test_quarter_period_jitter_with_duplicates_and_lost_ticks_together():
+    """The hardest case: a lost tick between a late and an early neighbour looks like jitter, so
+    the figure is a rate (printed), not a guarantee; the byte counter never gets a stream right."""
+    runs, exact, old_exact = 100, 0, 0
+    for seed in range(runs):
+        stream = arrive(true_clock(90, 90, 20), seed, jitter=0.25, duplicate=0.02, drop=0.02)
+        exact += not misplaced(stream, steps_of(stream, MidiClock(90)))
+        old_exact += not misplaced(stream, steps_of(stream, ByteCounter())) and bool(stream.dropped or stream.duplicated)
+    print(f"\n+-25 % jitter, 1 in 50 duplicated, 1 in 50 lost, 20 beats: every step exact in {exact}/{runs} "
+          f"streams (byte counter: {old_exact}/{runs})")
+    assert exact >= 0.95 * runs and old_exact == 0
+
+
+def test_start_continue_and_song_position_set_the_position_exactly_whatever_the_gap():
+    times = true_clock(120, 120, 8)
+    clock = MidiClock(120)
+    clock.handle("start", times[0] - 0.01)
+    for when in times[:30]:  # ticks 0..29
+        clock.handle("clock", when)
+    clock.handle("stop", times[29] + 0.001)
+    # the DAW sent nothing while stopped, then a Song Position Pointer and Continue 2 s later: the gap
+    # is neither lost ticks nor a duplicate, and the next tick is the position
+    clock.handle("songpos", times[29] + 2.0, pos=16)  # beat 4: tick 96, step 8
+    assert clock.handle("continue", times[29] + 2.0).kind == "continue"
+    event = clock.handle("clock", times[29] + 2.01)
+    assert (event.kind, event.step, clock.tick, clock.lost) == ("boundary", 8, 96, 0)
+    clock.handle("start", times[29] + 3.0)  # Start: the next tick is 0, even right after a tick
+    assert clock.handle("clock", times[29] + 3.0 + 0.001).step == 0 and clock.tick == 0
+
+
+def test_ticks_before_start_lock_the_follower_and_the_first_step_after_start_is_on_its_tick():
+    times = true_clock(100, 100, 4)
+    follower = TickFollower(60 / 90 / PPQN)
+    for when in times[:LOCK_TICKS + 4]:
+        assert not follower.feed(when).duplicate
+    assert follower.locked and follower.period == pytest.approx(60 / 100 / PPQN)
+    assert follower.due(1) == pytest.approx(times[LOCK_TICKS + 4])
+
+
+@pytest.mark.parametrize("late", [0.3, 0.6, 0.9])
+def test_a_tick_held_back_on_the_way_is_neither_a_loss_nor_a_move(late):
+    """A busy server delivers one tick in 40 late by up to 0.9 of a period, the next on time (the
+    dummy JACK server does this under load): no step moves. Up to a little over half a period late
+    it is no fault at all; bunched with the next one it reads as a loss and then a copy."""
+    times = true_clock(90, 90, 32)
+    stream = Stream(times)
+    for n, when in enumerate(times):
+        shift = late if n >= LOCK_TICKS and n % 40 == 17 else 0.0
+        stream.arrivals.append((when + shift * stream.period(n), n))
+    clock = MidiClock(90)
+    assert misplaced(stream, steps_of(stream, clock)) == []
+    assert clock.lost == clock.duplicates == (0 if late < 0.65 else (len(times) - LOCK_TICKS) // 40)
