@@ -103,23 +103,21 @@ class PointerStepper:
         self._history: deque[int] = deque(maxlen=self.window)
         self._position = STEPS_PER_BAR - 1
         self._variation: float | None = None
-        self._clear(0)
-        self._clear(1)
+        # two rows (primary, shadow): LSTM state, the cache ring, the key waiting for its next token
+        self._h = np.zeros((2, self._units), np.float32)
+        self._c = np.zeros((2, self._units), np.float32)
+        self._keys = np.zeros((2, self._cache, self._key_dim), np.float32)
+        self._nexts = np.zeros((2, self._cache), np.int32)
+        self._valid = np.zeros((2, self._cache), np.float32)
+        self._pending = np.zeros((2, self._key_dim), np.float32)
+        self._has_pending = [False, False]
+        self._slot = [0, 0]
+        self._since_sync = 0
         self.parts: tuple[np.ndarray, np.ndarray, float] | None = None
         self.probs = np.full(self._size, 1.0 / self._size, np.float32)
 
     def _clear(self, row: int) -> None:
-        """Zero state and an empty cache for one row (both rows on the first call)."""
-        if not hasattr(self, "_h"):
-            self._h = np.zeros((2, self._units), np.float32)
-            self._c = np.zeros((2, self._units), np.float32)
-            self._keys = np.zeros((2, self._cache, self._key_dim), np.float32)
-            self._nexts = np.zeros((2, self._cache), np.int32)
-            self._valid = np.zeros((2, self._cache), np.float32)
-            self._pending = np.zeros((2, self._key_dim), np.float32)
-            self._has_pending = [False, False]
-            self._slot = [0, 0]
-            self._since_sync = 0
+        """Zero state and an empty cache for one row."""
         self._h[row] = self._c[row] = 0.0
         self._keys[row] = 0.0
         self._nexts[row] = 0
