@@ -46,7 +46,7 @@ from lofi_live.model.copy_baselines import period_scores
 from lofi_live.tokens import rules as token_rules
 
 #: Default weight of the network against the replayed loop (``--variation``), tuned with benchmarks/loop_fit.py.
-DEFAULT_VARIATION = 0.7
+DEFAULT_VARIATION = 0.75
 #: ``generate --follow``: ``chord`` follows the heard loop with this rule, ``off`` leaves the network alone.
 FOLLOW_CHOICES = ("chord", "off")
 DEFAULT_FOLLOW = "chord"
