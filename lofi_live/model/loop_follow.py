@@ -14,7 +14,9 @@ touches what ``evaluate`` scores, the network alone) for a grid model:
    the loop's token at this point of the cycle; with weight ``variation``, the network's own distribution:
    ``p = (1 - v) * onehot(loop token) + v * p_network``. So ``variation`` 0 replays the loop, 1 leaves the
    choice to the network (within 3 and 4). A network with a copy gate copies from its window itself and takes
-   the variation there (``replay=False``): no rule stands in for its copying, and 3 and 4 still apply.
+   the variation there (``replay=False``): no rule stands in for its copying, and 3 and 4 still apply. At
+   ``variation`` 0 the loop is replayed as heard for every model: that is what the knob's end means to a
+   musician, and sampling from a copy head still strays now and then (0.995 onset alignment, not 1).
 3. **Chord tones.** Onset tokens are restricted to those whose pitch classes all sound in the
    loop at this point of its cycle (the last onset at or before it, or the onsets on either side of a rest);
    a single note also stays within the loop's register (:data:`REGISTER_BELOW` / :data:`REGISTER_ABOVE`
@@ -195,7 +197,7 @@ class LoopFollower:
             p = np.where(mask, p, 0.0)
         total = p.sum()
         p = p / total if total > 0 else p
-        if not self.replay:
+        if not self.replay and self.variation > 0:
             return p, mask
         copy = np.zeros_like(p)
         copy[self.loop[where]] = 1.0
