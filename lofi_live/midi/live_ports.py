@@ -364,6 +364,10 @@ class MidiPorts:
         self._stale = []
         if not _close_within(ports, CLOSE_SECONDS * 3):
             log.debug("a MIDI port did not close in time")
+        if self._watcher is not None and self._watcher.is_alive() and self._watcher is not threading.current_thread():
+            # still inside the monitor: closing its client under it would free what it is using
+            log.debug("the MIDI port watcher did not stop in time: its monitor is left open")
+            return
         for monitor in (getattr(self, "_monitor", None), getattr(self, "_listing", None)):
             if monitor is not None:
                 monitor.close()
