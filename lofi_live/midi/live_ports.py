@@ -368,6 +368,8 @@ class MidiPorts:
             # still inside the monitor: closing its client under it would free what it is using
             log.debug("the MIDI port watcher did not stop in time: its monitor is left open")
             return
-        for monitor in (getattr(self, "_monitor", None), getattr(self, "_listing", None)):
-            if monitor is not None:
-                monitor.close()
+        # bounded too: libjack's jack_client_close was seen waiting forever for a lock of its own (the
+        # process then never ends); the process exits without the client rather than hang
+        monitors = [monitor for monitor in (getattr(self, "_monitor", None), getattr(self, "_listing", None)) if monitor is not None]
+        if not _close_within(monitors, CLOSE_SECONDS * 2):
+            log.debug("the MIDI system monitor did not close in time")
