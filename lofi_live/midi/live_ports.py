@@ -360,10 +360,16 @@ class MidiPorts:
             time.sleep(drain)
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5)  # it may be closing a dead client (about a second each)
-        ports = [self._take("input"), self._take("output"), *self._stale]
-        self._stale = []
+        watching = self._watcher is not None and self._watcher.is_alive() and self._watcher is not threading.current_thread()
+        if watching:  # still inside the monitor: closing its client under it would free what it is using
+            log.debug("the MIDI port watcher did not stop in time: its monitor is left open")
+        # The monitor before the ports, and bounded: libjack's jack_client_close was seen waiting forever
+        # for a lock of its own when it closed the JACK-Client client just after the ports' clients
+        # (whose removal the server was then notifying it of); the process rather exits without the
+        # client than hangs.
+        elif not _close_within([getattr(self, "_monitor", None)], CLOSE_SECONDS * 2):
+            log.debug("the MIDI system monitor did not close in time")
+        ports = [self._take("input"), self._take("output"), *self._stale, getattr(self, "_listing", None)]
+        self._stale, self._listing = [], None
         if not _close_within(ports, CLOSE_SECONDS * 3):
             log.debug("a MIDI port did not close in time")
-        for monitor in (getattr(self, "_monitor", None), getattr(self, "_listing", None)):
-            if monitor is not None:
-                monitor.close()

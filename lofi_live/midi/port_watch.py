@@ -179,6 +179,10 @@ class ListingMonitor:
             self._lister = None
 
 
+#: JACK-Client clients of servers that went away: never closed, kept (see :meth:`JackMonitor._forget`).
+_FORGOTTEN: list[Any] = []
+
+
 class JackMonitor:
     """The JACK server through a port-less JACK-Client client: its shutdown callback wakes the watcher
     and decides that the server is gone; it also lists the ports."""
@@ -232,15 +236,29 @@ class JackMonitor:
             return False
         dead, self._client = self._client, client
         if dead is not None:
-            dead._ptr = self._jack._ffi.NULL  # never closed (see lost); its few bytes stay
+            self._forget(dead)
         self._down.clear()
         return True
 
+    def _forget(self, client: Any) -> None:
+        """Never close ``client``, a client of a server that went away (see :meth:`lost`), not even
+        through JACK-Client's ``__del__``; keep the object, and with it the shutdown callback that
+        libjack still points to, for the life of the process (a few bytes per server restart)."""
+        client._ptr = self._jack._ffi.NULL
+        _FORGOTTEN.append(client)
+
     def close(self) -> None:
+        """Close the client, unless its server went away: libjack crashes closing a client of a
+        stopped server once a new server runs under the same name (a segfault at exit), and blocks
+        while the old one is still shutting down. Such a client is forgotten instead."""
         client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+        if client is None:
+            return
+        if self._down.is_set():
+            self._forget(client)
+            return
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 def make_monitor(backend: str, name: str, wake: threading.Event) -> JackMonitor | ListingMonitor:
