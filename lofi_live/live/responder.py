@@ -67,6 +67,7 @@ class Responder:
         self.temperature = sampler.temperature  # the setting; the sampler itself is the inference thread's
         self.variation = variation  # the setting; the stepper and the loop follower are the inference thread's
         self.follow = follow  # continue mode, grid models: the answer follows the heard loop
+        self._heard_end: int | None = None  # the step after the phrase the answer follows (engine thread)
         self._grammar: GridGrammar | None = None  # grid models: the grammar of the response being played
         self._grammar_of: Any = None  # the response (conductor.last_response) it follows
         self.played_steps = 0
@@ -128,22 +129,27 @@ class Responder:
             job = Job(step, self.timeline.count, self.timeline.window_indices(), allowed, model,
                       positions=self._positions(), downbeat=self.bars.downbeat)
             if self.grid and self.follow and conductor.mode == "continue":
-                job.cycle = max(0, step - conductor.answer_from)
                 if not conductor.response_open:  # the answer's first token: the phrase it follows
-                    job.heard = self._heard()
+                    job.heard, self._heard_end = self._heard()
+                # the step's place after the phrase, which ends on a bar line that may come before the
+                # answer's (the first bar line after the wait): a two-bar loop answered a bar later goes on
+                # from its second bar
+                start = conductor.answer_from if self._heard_end is None else self._heard_end
+                job.cycle = max(0, step - start)
         lookahead.submit(job)
 
-    def _heard(self) -> list[int]:
-        """The player's phrase an answer follows: the timeline since the model last played, up to the
-        first bar line after its last sounding step (so it ends on a bar line, as a seed clip does)."""
+    def _heard(self) -> tuple[list[int], int | None]:
+        """The player's phrase an answer follows and the step after it: the timeline since the model last
+        played, up to the first bar line after its last sounding step (so it ends on a bar line, as a seed
+        clip does)."""
         entries = list(self.timeline.entries)
         played = [i for i, entry in enumerate(entries) if entry.part == "model"]
         phrase = entries[played[-1] + 1 :] if played else entries
         sounding = [entry.step for entry in phrase if entry.token != token_rules.REST]
         if not sounding:
-            return []
+            return [], None
         end = self.bars.answer_start(sounding[-1] + 1)
-        return [entry.index for entry in phrase if entry.step < end]
+        return [entry.index for entry in phrase if entry.step < end], end
 
     def _positions(self) -> list[int] | None:
         """The bar position of each window token (from the step it sounded at), for a model that reads
