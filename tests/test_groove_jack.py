@@ -184,9 +184,10 @@ def test_a_swung_performance_records_and_tokenizes_like_a_straight_one_and_the_a
     assert recorded == [0.0, 0.667], recorded
     for result, off_beat in ((straight, 0.5), (swung, 2 / 3)):
         errors = _grid_errors(result["sent"], result["anchor"], off_beat)
-        assert len(errors) >= 8 and max(errors) < 0.020, errors
+        # the answer follows the phrase's groove (six strikes, three of them off-beats, in its first bar)
+        assert len(errors) >= 5 and max(errors) < 0.020, errors
         assert statistics.median(errors) < 0.002, errors
-        assert sum(1 for p in _beat_positions(result["sent"], result["anchor"]) if p > 0.25) >= 4  # the off-beats
+        assert sum(1 for p in _beat_positions(result["sent"], result["anchor"]) if p > 0.25) >= 2  # the off-beats
         # the engine's own grid error is measured against the swung grid: no 83 ms "error" on off-beats
         assert result["stats"]["emission_median_ms"] < 2.0, result["stats"]
         # a listener hears the same, through a loaded JACK dummy server's delivery jitter
