@@ -259,3 +259,18 @@ class MidiDump:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def play_chord_loop(player: "Player", loop, chord_seconds: float, held_seconds: float, times: int = 2) -> None:
+    """Play ``loop`` (chords of pitches) ``times`` over from now, one chord every ``chord_seconds``, each held
+    ``held_seconds``: a player looping a chord progression into the engine."""
+    start = time.perf_counter()
+    for repeat in range(times):
+        for index, chord in enumerate(loop):
+            at = start + (repeat * len(loop) + index) * chord_seconds
+            time.sleep(max(0.0, at - time.perf_counter()))
+            for pitch in chord:
+                player.send(mido.Message("note_on", note=pitch, velocity=80))
+            time.sleep(max(0.0, at + held_seconds - time.perf_counter()))
+            for pitch in chord:
+                player.send(mido.Message("note_off", note=pitch, velocity=0))

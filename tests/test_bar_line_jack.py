@@ -15,7 +15,7 @@ import time
 import mido
 import pytest
 
-from jack_helpers import Player, connect, engine_command, engine_ports, unique, wait_for_ports
+from jack_helpers import Player, connect, play_chord_loop, engine_command, engine_ports, unique, wait_for_ports
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -58,16 +58,7 @@ def test_the_answer_starts_on_a_bar_line_counted_from_the_players_first_chord(tm
         connect(player.jack_name, engine_in)
         # an arbitrary moment: anywhere in a bar, off the grid
         time.sleep(0.5 + random.Random().uniform(0.0, 4 * BEAT))
-        start = time.perf_counter()
-        for repeat in range(2):
-            for index, chord in enumerate(LOOP):
-                at = start + (repeat * len(LOOP) + index) * 2 * BEAT
-                time.sleep(max(0.0, at - time.perf_counter()))
-                for pitch in chord:
-                    player.send(mido.Message("note_on", note=pitch, velocity=80))
-                time.sleep(max(0.0, at + HELD - time.perf_counter()))
-                for pitch in chord:
-                    player.send(mido.Message("note_off", note=pitch, velocity=0))
+        play_chord_loop(player, LOOP, 2 * BEAT, HELD)
         time.sleep(2 * BEAT + 4 * BEAT + 2 * 4 * BEAT + 1.0)  # the wait, up to a bar to the bar line, the answer
         proc.send_signal(2)
         out, err = proc.communicate(timeout=30)

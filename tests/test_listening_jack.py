@@ -19,7 +19,7 @@ import time
 import mido
 import pytest
 
-from jack_helpers import Player, connect, engine_ports, unique, wait_for_ports
+from jack_helpers import Player, connect, play_chord_loop, engine_ports, unique, wait_for_ports
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -58,16 +58,7 @@ def test_the_default_model_answers_a_loop_on_its_bar_line_its_chord_changes_and_
         wait_for_ports([engine_in, engine_out], proc=proc, timeout=60)
         connect(player.jack_name, engine_in)
         time.sleep(0.5 + random.Random().uniform(0.0, 4 * BEAT))  # an arbitrary moment of the engine's grid
-        start = time.perf_counter()
-        for repeat in range(2):
-            for index, chord in enumerate(LOOP):
-                at = start + (repeat * len(LOOP) + index) * CHORD_BEATS * BEAT
-                time.sleep(max(0.0, at - time.perf_counter()))
-                for pitch in chord:
-                    player.send(mido.Message("note_on", note=pitch, velocity=80))
-                time.sleep(max(0.0, at + HELD - time.perf_counter()))
-                for pitch in chord:
-                    player.send(mido.Message("note_off", note=pitch, velocity=0))
+        play_chord_loop(player, LOOP, CHORD_BEATS * BEAT, HELD)
         time.sleep((2 + 4 + 4 * 4) * BEAT + 1.0)  # the wait, up to a bar to the bar line, four bars of answer
         proc.send_signal(2)
         out, err = proc.communicate(timeout=30)
