@@ -75,9 +75,9 @@ class LiveEngine:
         self.input, self.output = engine_ports(self.name)
         self.record = record
 
-    def _on_message(self, message: mido.Message) -> None:
+    def _on_message(self, message: mido.Message, stamp: float) -> None:
         self.received.append(message)
-        self.engine.on_message(message)
+        self.engine.on_message(message, stamp)
 
     def _send(self, message: mido.Message) -> None:
         self.sent.append((time.perf_counter(), message))

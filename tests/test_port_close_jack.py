@@ -26,7 +26,7 @@ SESSION = r'''
 import sys
 from lofi_live.midi.live_ports import MidiPorts
 events = []
-ports = MidiPorts("jack", lambda message: None, name="LoFi Close", poll_seconds=60.0, on_event=events.append)
+ports = MidiPorts("jack", lambda message, stamp: None, name="LoFi Close", poll_seconds=60.0, on_event=events.append)
 print("open", flush=True)
 sys.stdin.readline()
 ports.close()

@@ -69,7 +69,7 @@ def test_a_failing_port_watcher_is_said_once_at_warning_and_retried_with_backoff
     logger.addHandler(lines)
     level = logger.level
     logger.setLevel(logging.DEBUG)
-    ports = MidiPorts("jack", lambda message: None, name=unique("LoFi Watch"), poll_seconds=0.05)
+    ports = MidiPorts("jack", lambda message, stamp: None, name=unique("LoFi Watch"), poll_seconds=0.05)
     calls: list[float] = []
     alive = ports._monitor.alive
 

@@ -244,8 +244,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Input goes to --learn's inbox first, then to the engine.
     inbox: queue.SimpleQueue = queue.SimpleQueue()
-    deliver = [inbox.put if args.learn else engine.on_message]
-    ports = MidiPorts(args.backend, lambda message: deliver[0](message), args.in_port, args.out_port, args.name,
+    deliver = [(lambda message, stamp: inbox.put(message)) if args.learn else engine.on_message]
+    ports = MidiPorts(args.backend, lambda message, stamp: deliver[0](message, stamp), args.in_port, args.out_port, args.name,
                       on_event=engine.on_port_event)
     session = surface = None
     stop = threading.Event()

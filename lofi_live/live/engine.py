@@ -4,7 +4,7 @@ What happens to the engine's parts, one event at a time, is :class:`lofi_live.li
 (the parts and how they are wired are listed there and in ``docs/LIVE_ENGINE.md``).
 
 Threads
-    * the MIDI input thread (rtmidi's) only calls :meth:`Engine.on_message` (stamp and queue); any
+    * the MIDI input thread only calls :meth:`Engine.on_message` (queue with its arrival time); any
       other thread (the port watcher, a web surface) only calls :meth:`Engine.on_port_event` and
       :meth:`Engine.control`, which queue too, and :meth:`Engine.snapshot`;
     * the engine thread (:meth:`Engine._loop`) owns every part: it reads the queue, keeps the clock,
@@ -62,9 +62,10 @@ class Engine(EngineCore):
         self._thread: threading.Thread | None = None
         self.rt_priority = False
 
-    def on_message(self, message: mido.Message) -> None:
-        """The input port's callback (MIDI input thread): stamp and queue, nothing else."""
-        self.intake.on_message(message)
+    def on_message(self, message: mido.Message, stamp: float | None = None) -> None:
+        """The input port's callback (MIDI input thread): queue, nothing else. ``stamp``: when the
+        MIDI system received it (``time.perf_counter``), now if not given."""
+        self.intake.on_message(message, stamp)
 
     def on_port_event(self, event: PortEvent) -> None:
         """The port watcher's callback: queued with the input, so it is handled in order with the notes."""

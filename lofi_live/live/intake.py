@@ -1,7 +1,7 @@
 """What the MIDI input thread hands over, and what it means: decoding, the feedback guard, filtering.
 
-The input thread (rtmidi's) only calls :meth:`Intake.on_message`, which stamps the message with
-``time.perf_counter()`` and queues it: nothing else. The engine thread takes messages off the queue
+The input thread only calls :meth:`Intake.on_message`, which queues the message with its arrival
+time (:mod:`lofi_live.midi.input_reader`): nothing else. The engine thread takes messages off the queue
 (:meth:`Intake.receive`) and decodes each one (:meth:`Intake.decode`) into a :class:`Note`, a
 :class:`Control` (the mapped actions of a control change), an :class:`AllOff` (All Notes Off or All
 Sound Off: the keys of a channel are up) or a :class:`Transport` message, or nothing. Another thread
@@ -197,9 +197,10 @@ class Intake:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.messages_in = 0
 
-    def on_message(self, message: Any) -> None:
-        """The input port's callback (MIDI input thread): stamp and queue, nothing else."""
-        self.queue.put((time.perf_counter(), message))
+    def on_message(self, message: Any, stamp: float | None = None) -> None:
+        """The input port's callback (MIDI input thread): queue, nothing else. ``stamp`` is when the
+        MIDI system received it (``time.perf_counter``), now if not given."""
+        self.queue.put((time.perf_counter() if stamp is None else stamp, message))
 
     def put(self, item: Any) -> None:
         """Queue an already decoded item (a :class:`Control`, a port event) from any thread."""

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lofi_live.errors import LofiError
+from lofi_live.midi.input_reader import PolledInput
 from lofi_live.midi.port_watch import SYSTEM_NAMES, EventSink, ListingMonitor, PortEvent, make_monitor, returned_port
 from lofi_live.midi.ports import (
-    DEFAULT_NAME, LOOPMIDI_HINT, _mido_backend, _unavailable, backend_name, match_port, parse_message, quiet_stderr,
+    DEFAULT_NAME, LOOPMIDI_HINT, _mido_backend, _unavailable, backend_name, match_port, quiet_stderr,
 )
 
 log = logging.getLogger("lofi_live.midi.ports")
@@ -52,22 +53,6 @@ def _jack_name(appeared: set[str], client: str, port: str) -> str | None:
     found = [name for name in appeared
              if name.partition(":")[2] == port and re.fullmatch(re.escape(client) + r"(-[0-9]+)?", name.partition(":")[0])]
     return found[0] if len(found) == 1 else None
-
-
-def _install_raw_callback(port: Any, callback: Callable) -> None:
-    """Parse rtmidi's bytes ourselves so malformed data reaches ``callback`` (as MalformedMessage)."""
-    rt = getattr(port, "_rt", None)
-    if rt is None:
-        return
-
-    def wrapper(event, data=None):
-        callback(parse_message(event[0]))
-
-    try:
-        rt.cancel_callback()
-        rt.set_callback(wrapper)
-    except Exception:  # noqa: BLE001 - keep mido's own callback then
-        pass
 
 
 def _close_quietly(port: Any) -> None:
@@ -103,7 +88,9 @@ class PortSpec:
 class MidiPorts:
     """The engine's input and output: virtual or existing, kept open, reopened after faults.
 
-    ``callback(message)`` is called by the input thread for every message; it must only queue it.
+    ``callback(message, stamp)`` is called by the input thread for every message, with the
+    ``time.perf_counter`` time the MIDI system received it (:mod:`lofi_live.midi.input_reader`); it
+    must only queue it.
     ``send(message)`` is safe from any thread and a no-op while the output is gone.
     ``on_event(PortEvent)`` is called by the watcher thread when something goes away or comes back.
     """
@@ -177,9 +164,7 @@ class MidiPorts:
 
     def _open(self, spec: PortSpec) -> Any:
         port = self._open_port(spec)
-        if spec.kind == "input":
-            _install_raw_callback(port, self._callback)
-        return port
+        return PolledInput(port, self._callback) if spec.kind == "input" else port
 
     def _open_port(self, spec: PortSpec) -> Any:
         is_input = spec.kind == "input"
@@ -191,7 +176,7 @@ class MidiPorts:
                 before = set(self._names(listed)) if self.backend == "jack" else set()
                 with quiet_stderr():
                     if is_input:
-                        port = self._mido.open_input(self.name, virtual=True, client_name=client, callback=self._callback)
+                        port = self._mido.open_input(self.name, virtual=True, client_name=client, callback=self._arrived)
                     else:
                         port = self._mido.open_output(self.name, virtual=True, client_name=client)
                 if self.backend == "jack":
@@ -202,7 +187,7 @@ class MidiPorts:
             # no client_name here: mido turns any port given a client_name into a virtual one
             with quiet_stderr():
                 if is_input:
-                    return self._mido.open_input(spec.resolved, callback=self._callback)
+                    return self._mido.open_input(spec.resolved, callback=self._arrived)
                 return self._mido.open_output(spec.resolved)
         except LofiError:
             raise
@@ -214,6 +199,10 @@ class MidiPorts:
             raise _unavailable(self.backend, error) if spec.wanted is None else LofiError(
                 f"cannot open MIDI {spec.kind} {spec.resolved or spec.wanted!r}: {error}"
             ) from None
+
+    def _arrived(self, message: Any) -> None:
+        """mido's callback, for what arrives before :class:`PolledInput` takes over the port."""
+        self._callback(message, time.perf_counter())
 
     # -- use --------------------------------------------------------------------------------
 
