@@ -274,3 +274,24 @@ def play_chord_loop(player: "Player", loop, chord_seconds: float, held_seconds: 
             time.sleep(max(0.0, at + held_seconds - time.perf_counter()))
             for pitch in chord:
                 player.send(mido.Message("note_off", note=pitch, velocity=0))
+
+
+class PrivateServer:
+    """A JACK server of the test's own (``jackd -n NAME``): stopping it disturbs no other test."""
+
+    def __init__(self, name: str):
+        self.name = name
+        env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
+        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        waited = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True, timeout=20)
+        assert waited.returncode == 0 and self.proc.poll() is None, waited.stdout + waited.stderr
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from jack_helpers import ROOT
+from jack_helpers import ROOT, PrivateServer
 
 pytestmark = [pytest.mark.jack]
 
@@ -34,22 +34,6 @@ print("closed", " ".join(event.kind for event in events), flush=True)
 '''
 
 
-class _Server:
-    """``jackd -n NAME`` with the dummy driver, waited for."""
-
-    def __init__(self, name: str):
-        env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        waited = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True, timeout=20)
-        assert waited.returncode == 0 and self.proc.poll() is None, waited.stdout + waited.stderr
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def server_name(monkeypatch):
     if not shutil.which("jackd"):
@@ -61,7 +45,7 @@ def server_name(monkeypatch):
 
 @pytest.mark.parametrize("restarted", [True, False], ids=["server-restarted", "server-still-down"])
 def test_closing_the_ports_after_the_server_went_away_exits_cleanly(server_name, restarted):
-    servers = [_Server(server_name)]
+    servers = [PrivateServer(server_name)]
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", SESSION], cwd=ROOT, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -70,7 +54,7 @@ def test_closing_the_ports_after_the_server_went_away_exits_cleanly(server_name,
         servers[0].stop()
         time.sleep(1.5)  # the shutdown callback has woken the watcher: the system is lost
         if restarted:
-            servers.append(_Server(server_name))
+            servers.append(PrivateServer(server_name))
         began = time.monotonic()
         out, err = proc.communicate("\n", timeout=30)
         took = time.monotonic() - began

@@ -23,7 +23,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from jack_helpers import ROOT, MidiDump, connect, engine_command, engine_ports, still_sounding, unique, wait_for_ports
+from jack_helpers import ROOT, MidiDump, PrivateServer, connect, engine_command, engine_ports, still_sounding, unique, wait_for_ports
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -192,27 +192,6 @@ def _check_recording(path: Path, gap: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # The JACK server goes away and comes back
-
-
-class PrivateServer:
-    """A JACK server of the test's own (``jackd -n NAME``): stopping it disturbs no other test."""
-
-    def __init__(self, name: str):
-        self.name = name
-        env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-        self.proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "128"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        waited = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True, timeout=20)
-        assert waited.returncode == 0 and self.proc.poll() is None, waited.stdout + waited.stderr
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture

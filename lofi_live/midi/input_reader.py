@@ -47,20 +47,14 @@ class PolledInput:
     """A mido rtmidi input whose messages are taken from rtmidi's queue by a thread of this object.
 
     Closing it stops the thread before the port closes (rtmidi's queue must not be read while it is
-    freed). Any other mido input (one without rtmidi underneath) keeps its callback, stamped at
-    arrival in Python."""
+    freed)."""
 
     def __init__(self, port: Any, deliver: Deliver, name: str = "lofi-midi-in"):
         self.port = port
         self._deliver = deliver
         self._stop = threading.Event()
-        self.thread: threading.Thread | None = None
-        rt = getattr(port, "_rt", None)
-        if rt is None:
-            port.callback = lambda message: deliver(message, time.perf_counter())
-            return
-        rt.cancel_callback()  # from now on rtmidi queues what arrives
-        self._rt = rt
+        self._rt = port._rt  # every backend of lofi-live is rtmidi's
+        self._rt.cancel_callback()  # from now on rtmidi queues what arrives
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
@@ -88,7 +82,7 @@ class PolledInput:
 
     def close(self) -> None:
         self._stop.set()
-        if self.thread is not None and self.thread is not threading.current_thread():
+        if self.thread is not threading.current_thread():
             self.thread.join(timeout=1.0)
         with contextlib.suppress(Exception):
             self.port.close()
