@@ -1,37 +1,51 @@
-"""Do the model's onsets stay on the DAW's beat under ``--clock midi``? ``jack_midi_clock`` as the DAW.
+"""Do the model's onsets stay on the DAW's beat under ``--clock midi``? A real clock source on JACK.
 
-On a JACK server of its own (``jackd -n``, dummy driver) this runs ``jack_midi_clock -b 90 -B`` into
-``lofi-live run --clock midi`` on the shipped ``lofi-seed`` model (a strike nearly every step), with a
-listener (mido, JACK) on both the clock and the engine's notes, ``--runs`` times for ``--seconds`` of
-rolling transport. Each gap between two onsets is counted by time, in ticks of the clock the listener
-saw (the ticks' least-squares line: a tick the server dropped or delayed moves no position), and
-must be a whole number of 12-tick steps within a quarter tick. It prints, per run, the onsets, the
-gaps off that, the largest deviation, and the engine's own stop line (duplicates and lost ticks).
+On a JACK server of its own (``jackd -n``, dummy driver, real-time scheduling as a DAW's JACK runs;
+``--no-realtime-server`` for the tests' setting) this plays a MIDI beat clock at 90 BPM into
+``lofi-live run --clock midi`` on the shipped ``lofi-seed`` model (a strike nearly every step), and
+listens to both the clock and the engine's notes with ``jack_midi_dump -a``: every event stamped
+with JACK's frame time, exact to the sample, so the listener adds no timing of its own. The clock
+comes from ``--source``:
 
-    python benchmarks/midi_clock_check.py [--runs 3] [--seconds 16]
+* ``jack_midi_clock`` (``jack_midi_clock -b 90 -B``, JACK transport rolling): a DAW's clock;
+* ``faulty``: ``tests/clock_sender.py``, which sends one tick in 50 twice and loses another one in
+  50 on purpose, and says which: the engine's stop line must report them.
 
-Needs ``jackd``, ``jack_midi_clock`` and ``jack_transport`` (``./run.sh test`` installs them).
+Each onset is placed on the ticks the listener saw, counted by time: a copy (less than half a
+period after the tick before) is dropped, a gap of about ``k`` periods counts ``k`` ticks (the ticks
+lost on the way), and an onset between two ticks is that far between their counts. Every gap
+between two onsets must then be a whole number of 12-tick steps within a quarter tick. Per run it
+prints the onsets, the gaps off that, the largest deviation, and the engine's stop line (copies and
+lost ticks) beside what the listener and, for ``faulty``, the sender saw.
+
+    python benchmarks/midi_clock_check.py [--runs 3] [--seconds 16] [--source jack_midi_clock|faulty]
+                                          [--no-realtime-server]
+
+Needs ``jackd``, ``jack_midi_dump``, ``jack_midi_clock`` and ``jack_transport`` (``./run.sh test``
+installs them).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
+import json
 import os
 import re
 import signal
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
-import mido
-
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = f"lofi-clock-check-{os.getpid()}"
-BACKEND = "mido.backends.rtmidi/UNIX_JACK"
 QUARTER_TICK = 0.25
+HEX_BYTE = re.compile(r"[0-9a-f]{2}")
+BPM = 90
 
 
 def jack(*command: str, **kwargs) -> subprocess.CompletedProcess:
@@ -46,64 +60,131 @@ def wait_for(port: str, seconds: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def one_run(number: int, seconds: float) -> bool:
-    name = f"LoFi Clock Check {number}"
+def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def read_dump(text: str) -> list[tuple[int, list[str]]]:
+    """``jack_midi_dump -a`` lines (``  98368: 90 3a 5a note on ...``) as (frame, the bytes in hex)."""
+    events = []
+    for line in text.splitlines():
+        frame, _, rest = line.partition(":")
+        data = list(itertools.takewhile(HEX_BYTE.fullmatch, rest.split()))
+        if frame.strip().isdigit() and data:
+            events.append((int(frame), data))
+    return events
+
+
+def tick_counts(ticks: list[int]) -> list[int]:
+    """The count of each tick the listener saw, by time: copies get the count before, gaps count the
+    ticks lost in them."""
+    period = statistics.median(b - a for a, b in zip(ticks, ticks[1:]))
+    counts = [0]
+    for a, b in zip(ticks, ticks[1:]):
+        counts.append(counts[-1] + (0 if b - a < period / 2 else max(1, round((b - a) / period))))
+    return counts
+
+
+def onset_positions(events: list[tuple[int, list[str]]]) -> tuple[list[float], int, int]:
+    """Onsets (first note-on of a chord) in ticks from Start, placed between the ticks around them;
+    also the distinct ticks the listener saw (copies not counted) and the ticks by count (those plus
+    the gaps filled)."""
+    begin = next((frame for frame, data in events if data[0] == "fa"), None)
+    end = next((frame for frame, data in events if data[0] == "fc" and begin is not None and frame > begin), None)
+    if begin is None:
+        return [], 0, 0
+    window = [(frame, data) for frame, data in events if frame > begin and (end is None or frame <= end)]
+    ticks = [frame for frame, data in window if data[0] == "f8"]
+    if len(ticks) < 48:
+        return [], len(ticks), 0
+    counts = tick_counts(ticks)
+    period = (ticks[-1] - ticks[0]) / counts[-1]
+    onsets: list[int] = []
+    for frame, data in window:
+        if data[0].startswith("9") and len(data) == 3 and data[2] != "00" and (not onsets or frame - onsets[-1] > period):
+            onsets.append(frame)
+    positions = []
+    for frame in onsets:
+        at = bisect.bisect_right(ticks, frame) - 1
+        if 0 <= at < len(ticks) - 1:
+            span = (frame - ticks[at]) / (ticks[at + 1] - ticks[at])
+            positions.append(counts[at] + span * (counts[at + 1] - counts[at]))
+    copies = sum(1 for a, b in zip(counts, counts[1:]) if a == b)
+    return positions, len(ticks) - copies, counts[-1] + 1
+
+
+def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
+    name, listen = f"LoFi Clock Check {number}", f"clock-check-listen-{number}"
+    dump_path = scratch / f"dump-{number}.txt"
+    with open(dump_path, "w") as dump_file:
+        dump = subprocess.Popen(["stdbuf", "-oL", "jack_midi_dump", "-a", listen], stdout=dump_file,
+                                stderr=subprocess.DEVNULL)
     engine = subprocess.Popen(
         [sys.executable, "-m", "lofi_live.cli", "run", "--backend", "jack", "--name", name, "--clock", "midi",
          "--model", str(ROOT / "exported_models" / "lofi-seed.json"), "--response-bars", "64", "--seed", "1",
          "--seed-midi", str(ROOT / "examples" / "continuation-grid.mid")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    heard: list[tuple[float, mido.Message]] = []
-    lock = threading.Lock()
-
-    def on_message(message: mido.Message) -> None:
-        with lock:
-            heard.append((time.perf_counter(), message))
-
-    listener = mido.Backend(BACKEND).open_input("listen", virtual=True, client_name=f"clock-check-listen-{number}",
-                                                callback=on_message)
-    clock = None
+    clock, sent = None, None
     try:
         wait_for(f"{name}:{name}")
-        jack("jack_transport", input="stop\nlocate 0\nquit\n")
-        clock = subprocess.Popen(["jack_midi_clock", "-b", "90", "-B", f"{name}:{name}",
-                                  f"clock-check-listen-{number}:listen"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        jack("jack_connect", f"{name} Out:{name}", f"clock-check-listen-{number}:listen")
-        time.sleep(1.0)
-        jack("jack_transport", input="play\nquit\n")
-        time.sleep(seconds)
-        jack("jack_transport", input="stop\nquit\n")
+        wait_for(f"{listen}:input")
+        jack("jack_connect", f"{name} Out:{name}", f"{listen}:input")
+        if source == "jack_midi_clock":
+            jack("jack_transport", input="stop\nlocate 0\nquit\n")
+            clock = subprocess.Popen(["jack_midi_clock", "-b", str(BPM), "-B", f"{name}:{name}", f"{listen}:input"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for("jack_midi_clock:mclk_out")
+            time.sleep(1.0)  # connected to both: then the transport rolls (Start, ticks)
+            jack("jack_transport", input="play\nquit\n")
+            time.sleep(seconds)
+            jack("jack_transport", input="stop\nquit\n")
+        else:
+            sender = f"clock-check-sender-{number}"
+            log = scratch / f"sent-{number}.json"
+            clock = subprocess.Popen([sys.executable, str(ROOT / "tests" / "clock_sender.py"), sender, "--bpm", str(BPM),
+                                      "--seconds", str(seconds), "--seed", str(number), "--log", str(log)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            if clock.stdout.readline().strip() != "ready":
+                raise SystemExit("error: the clock sender did not start")
+            for port in (f"{name}:{name}", f"{listen}:input"):
+                jack("jack_connect", f"{sender}:{sender}", port)
+            clock.stdin.write("go\n")
+            clock.stdin.flush()
+            clock.stdout.readline()  # done
+            sent = json.loads(log.read_text())
         time.sleep(0.5)
     finally:
         if clock is not None:
-            clock.send_signal(signal.SIGINT)
-            clock.wait(timeout=10)
-        engine.send_signal(signal.SIGINT)
-        out, err = engine.communicate(timeout=30)
-        listener.close()
-    with lock:
-        events = list(heard)
-    ticks = [t for t, m in events if m.type == "clock"]
-    onsets: list[float] = []
-    for t, m in events:
-        if m.type == "note_on" and m.velocity > 0 and (not onsets or t - onsets[-1] > 0.02):
-            onsets.append(t)
-    if len(ticks) < 48 or len(onsets) < 3:
-        print(f"run {number}: {len(ticks)} ticks, {len(onsets)} onsets heard: nothing to judge ({err.strip()[-300:]})")
+            stop(clock)
+        stop(engine)
+        out, err = engine.communicate()
+        time.sleep(0.2)
+        stop(dump, signal.SIGTERM)
+    positions, seen, total = onset_positions(read_dump(dump_path.read_text()))
+    line = re.search(r"MIDI clock: .*", out)
+    engine_said = line.group(0) if line else (out + err).strip()[-300:]
+    if len(positions) < 3:
+        print(f"run {number}: {seen} ticks, {len(positions)} onsets heard: nothing to judge ({engine_said})")
         return False
-    period = statistics.median(b - a for a, b in zip(ticks, ticks[1:]))
-    index = [round((t - ticks[0]) / period) for t in ticks]  # a dropped tick leaves a gap in the count
-    mean_i, mean_t = statistics.fmean(index), statistics.fmean(ticks)
-    slope = sum((i - mean_i) * (t - mean_t) for i, t in zip(index, ticks)) / sum((i - mean_i) ** 2 for i in index)
-    position = [(t - ticks[0]) / slope for t in onsets if ticks[0] < t < ticks[-1]]
-    gaps = [b - a for a, b in zip(position, position[1:])]
+    gaps = [b - a for a, b in zip(positions, positions[1:])]
     off = [abs(gap - 12 * round(gap / 12)) for gap in gaps]
-    stop = re.search(r"MIDI clock: .*", out)
+    phase = [position - 12 * round(position / 12) for position in positions]
     bad = sum(each > QUARTER_TICK for each in off)
-    print(f"run {number}: {len(position)} onsets over {len(ticks)} ticks (period {slope * 1e3:.2f} ms); "
-          f"gaps off a multiple of 12 ticks by over a quarter tick: {bad} of {len(gaps)}; largest {max(off):.3f} "
-          f"ticks; engine: {stop.group(0) if stop else out.strip()[-200:]}")
+    sender_said = (f"; the sender sent {len(sent['duplicated'])} ticks twice and lost {len(sent['dropped'])}"
+                   if sent else "")
+    print(f"run {number}: {len(positions)} onsets; listener saw {seen} of {total} ticks; gaps off a multiple of 12 "
+          f"ticks by over a quarter tick: {bad} of {len(gaps)} (largest {max(off):.3f}); onsets after their step "
+          f"tick: median {statistics.median(phase):+.3f}, range {min(phase):+.3f} to {max(phase):+.3f} ticks; "
+          f"engine: {engine_said}{sender_said}")
+    for position, each in zip(positions, phase):
+        if abs(each) > QUARTER_TICK:
+            print(f"    onset at tick {position:.2f} of the clock: {each:+.3f} ticks from step {round(position / 12)}")
     return bad == 0
 
 
@@ -111,19 +192,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=16.0)
+    parser.add_argument("--source", choices=("jack_midi_clock", "faulty"), default="jack_midi_clock")
+    parser.add_argument("--no-realtime-server", action="store_true",
+                        help="run JACK's server without real-time scheduling (as the tests do); on a loaded "
+                             "machine it then falls behind and every client loses ticks")
     args = parser.parse_args()
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    server = subprocess.Popen(["jackd", "-n", SERVER, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["JACK_DEFAULT_SERVER"] = SERVER
-    try:
-        jack("jack_wait", "-s", SERVER, "-w", "-t", "10", check=True)
-        results = [one_run(number, args.seconds) for number in range(1, args.runs + 1)]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    print(f"{sum(results)} of {len(results)} runs with every gap a whole number of steps (load average "
-          f"{os.getloadavg()[0]:.1f})")
+    with tempfile.TemporaryDirectory() as scratch:
+        with open(Path(scratch) / "jackd.log", "w") as log:
+            scheduling = "--no-realtime" if args.no_realtime_server else "--realtime"
+            server = subprocess.Popen(["jackd", "-n", SERVER, scheduling, "-d", "dummy", "-r", "48000", "-p", "64"],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT)
+        os.environ["JACK_DEFAULT_SERVER"] = SERVER
+        try:
+            if jack("jack_wait", "-s", SERVER, "-w", "-t", "10").returncode != 0:
+                said = [line for line in (Path(scratch) / "jackd.log").read_text().splitlines()
+                        if re.search(r"fail|error|cannot|too many", line, re.IGNORECASE)]
+                print(f"error: the JACK server did not start ({'; '.join(said) or 'jackd said nothing'})",
+                      file=sys.stderr)
+                return 2
+            results = [one_run(number, args.seconds, args.source, Path(scratch)) for number in range(1, args.runs + 1)]
+        finally:
+            stop(server, signal.SIGTERM)
+    print(f"{sum(results)} of {len(results)} runs with every gap a whole number of steps ({args.source}, server "
+          f"{scheduling[2:]}, load average {os.getloadavg()[0]:.1f})")
     return 0 if all(results) else 1
 
 

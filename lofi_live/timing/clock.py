@@ -41,6 +41,11 @@ TICKS_PER_SPP = 6
 #: A grid step is announced when a tick this close before it arrives (so a lost tick before it, or
 #: its own, does not delay it).
 ANNOUNCE_TICKS = 2
+#: A step announced ahead is sent when its own tick arrives, or this fraction of a tick period after
+#: that tick was due when it has not arrived by then (it was lost). Sending at the due time itself
+#: would put the step early whenever the server delivers the clock late (a stall shifts every later
+#: tick); waiting for the tick keeps the step on it, a lost tick costs this much lateness.
+LATE_TICK_GRACE = 0.15
 
 
 class Clock(Protocol):
@@ -164,7 +169,9 @@ class InternalClock:
 
 @dataclass(frozen=True)
 class ClockEvent:
-    """What one clock message meant: ``kind`` is start, stop, continue, position or boundary."""
+    """What one clock message meant: ``kind`` is start, stop, continue, position, boundary (step
+    ``step`` is due at ``time``), arrived (its tick came) or retime (a step announced ahead is now
+    due at ``time``: the count it was announced on was taken back)."""
 
     kind: str
     step: int | None = None
@@ -197,10 +204,11 @@ class MidiClock:
     this class turns that into the song position (Start, Continue and Song Position Pointer set it
     exactly: the next tick *is* that position, whatever the follower thought of the gap) and grid
     steps. A step is announced twice at most: once ahead, when a tick :data:`ANNOUNCE_TICKS` or fewer
-    before it arrives, for the time the follower's line says its tick is due (a ``boundary`` event in
-    the future); and when its own tick arrives (``arrived``), in case that is earlier. So a step is
-    sent on time when its tick or the one before it is lost; when its tick and the two before it are
-    all lost, it is sent when the next tick shows the loss (late, but still in its place)."""
+    before it arrives, for :data:`LATE_TICK_GRACE` of a period after the follower's line says its
+    tick is due (a ``boundary`` event in the future, the latest it is sent); and when its own tick
+    arrives (``arrived``), which sends it then. So a step is sent with its tick, and that grace late
+    when its tick is lost; when its tick and the two before it are all lost, it is sent when the next
+    tick shows the loss (late, but still in its place)."""
 
     source = "midi"
 
@@ -299,6 +307,10 @@ class MidiClock:
         self._exact = False
         self._publish(tick, now, True)
         step = tick // TICKS_PER_STEP
+        if reading.taken_back and step < self._announced and tick % TICKS_PER_STEP:
+            # announced on a count since taken back: due when the corrected count reaches it
+            ahead = TICKS_PER_STEP - tick % TICKS_PER_STEP
+            return ClockEvent("retime", self._announced, now + (ahead + LATE_TICK_GRACE) * self.follower.period)
         if step > self._announced:  # its tick (or one after it) arrived before any announcement
             self._announced = step
             return ClockEvent("boundary", step, now)
@@ -308,5 +320,5 @@ class MidiClock:
         due = self.follower.due(ahead) if ahead <= ANNOUNCE_TICKS and step + 1 > self._announced else None
         if due is not None:
             self._announced = step + 1
-            return ClockEvent("boundary", step + 1, max(due, now))
+            return ClockEvent("boundary", step + 1, max(due + LATE_TICK_GRACE * self.follower.period, now))
         return None

@@ -21,6 +21,14 @@ since the previous tick:
   period or more before the next count is due (so about when the count just given was due): the
   previous tick was held back on the way (a busy server delivers a tick late now and then), not the
   next after a loss; its lost ticks are taken back and this tick is the next one;
+* **a stall, read as a loss**: a server that stalls delays every later tick by the same time (the
+  clock went on from where it was), which a single tick cannot tell from a loss. So a loss is
+  weighed again :data:`CONFIRM_TICKS` ticks later: after a loss the ticks go on where the line said
+  (their phase errors average about 0, whatever the jitter); after a stall they all come early on
+  the line that counted the loss. When the mean phase error of the tick read as following the loss
+  and the ticks after it is :data:`STALL_SHIFT` of a period early or more, the lost ticks are taken
+  back and the line starts again from the last ticks. (A stall of nearly a whole period still
+  reads as a loss: by time the two are the same stream.)
 * **a sudden slow-down**: when :data:`SLOWDOWN_TICKS` of the last :data:`SLOWDOWN_WINDOW` ticks each
   seemed to follow lost ones, the DAW slowed down by more than a third at once (no transport loses
   most ticks for long): the lost ticks counted for them are taken back, the line starts again;
@@ -54,16 +62,43 @@ DUPLICATE_FRACTION = 0.35
 LOCKING_DUPLICATE_FRACTION = 0.3
 #: Before there is any interval: a copy within this many seconds.
 DUPLICATE_SECONDS = 0.002
-#: Lost ticks need an interval of at least this many periods ...
+#: Lost ticks need a phase error of at least this many periods (a lost tick with a quarter period of
+#: jitter is 0.75 to 1.25 late on the line; a tick held back on the way, the stream shifted by a
+#: stall of the server, is anything from 0) ...
+LOST_PHASE = 0.6
+#: ... an interval of at least this many periods ...
 LOST_INTERVAL = 1.4
 #: ... and phase error plus the interval's excess over one period of at least this many periods.
 LOST_EVIDENCE = 1.1
+#: A loss is weighed again over the tick read as following it and this many ticks after it ...
+CONFIRM_TICKS = 2
+#: ... and taken back when their mean phase error is early by this many times the spread of the
+#: ticks about the line (their jitter: a mean that early is no chance) ...
+STALL_SPREADS = 4.0
+#: ... and by at least this fraction of a period.
+STALL_SHIFT = 0.15
 #: A gap of more ticks than this is a pause, not lost ticks (one beat).
 MAX_LOST = 24
 #: When this many of the last :data:`SLOWDOWN_WINDOW` accepted ticks each seemed to follow lost ones,
 #: the DAW slowed down at once by more than half (no transport loses most ticks for long).
 SLOWDOWN_TICKS = 4
 SLOWDOWN_WINDOW = 6
+
+
+@dataclass
+class Doubt:
+    """A loss being weighed: the count before it, the line then (the last count's time, the period),
+    and the phase errors on that line of the tick read as following the loss and of those since."""
+
+    before: int
+    at_before: float
+    period: float
+    spread: float  # the jitter: the standard deviation of the line's ticks about it, in periods
+    errors: list[float]
+
+    def error(self, count: int, now: float) -> float:
+        """Tick ``count`` arriving at ``now``, in periods from where the line before the loss puts it."""
+        return (now - self.at_before - (count - self.before) * self.period) / self.period
 
 
 @dataclass(frozen=True)
@@ -86,6 +121,7 @@ class TickFollower:
         self.lost = 0
         self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
         self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
+        self._doubt: Doubt | None = None  # the last loss, while it is weighed
 
     # -- the line ----------------------------------------------------------------------------
 
@@ -102,6 +138,13 @@ class TickFollower:
         sxx = sum((x - mean_x) ** 2 for x in xs)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
         return mean_y - slope * mean_x, slope
+
+    def _spread(self, fit: tuple[float, float]) -> float:
+        """How far the line's ticks lie from it (standard deviation, in periods)."""
+        at_last, period = fit
+        last = self._history[-1][0]
+        squares = [((when - at_last - (count - last) * period) / period) ** 2 for count, when in self._history]
+        return (sum(squares) / max(len(squares) - 2, 1)) ** 0.5
 
     @property
     def period(self) -> float:
@@ -127,6 +170,7 @@ class TickFollower:
         """Forget the line (a pause, a jump of the tempo); the period estimate is kept."""
         self._history.clear()
         self._drift = 0
+        self._doubt = None
 
     def feed(self, now: float) -> TickReading:
         """One tick arrived at ``now``: what it was. Accepted ticks advance :attr:`count`."""
@@ -149,11 +193,15 @@ class TickFollower:
         if self._recent and self._recent[-1] and error <= -0.5:
             return self._late_previous(now, min(self._recent[-1], round(-error)))
         lost = 0
-        if self.locked and error >= 0.5 and gap >= LOST_INTERVAL * period and error + gap / period - 1 >= LOST_EVIDENCE:
+        if self.locked and error >= LOST_PHASE and gap >= LOST_INTERVAL * period and error + gap / period - 1 >= LOST_EVIDENCE:
             lost = round(error)
             error -= lost
         if lost and sum(1 for each in self._recent if each) + 1 >= SLOWDOWN_TICKS:
             return self._slowed_down(now)
+        if not lost and self._doubt is not None:
+            self._doubt.errors.append(self._doubt.error(self.count + 1, now))
+            if len(self._doubt.errors) > CONFIRM_TICKS:
+                return self._weigh_loss(now)
         drift = (1 if error >= 0.5 else -1 if error <= -0.5 else 0) if self.locked else 0
         if drift and drift == self._drift:  # the tempo moved faster than the line: start again from the last two ticks
             last = history[-1]
@@ -161,7 +209,27 @@ class TickFollower:
             history.append(last)
             return self._accept(now, lost)
         self._drift = drift
+        if lost:
+            self._doubt = Doubt(self.count, fit[0], period, self._spread(fit), [error])
         return self._accept(now, lost)
+
+    def _weigh_loss(self, now: float) -> TickReading:
+        """The ticks since the last loss have come: taken back if they all came early on the line
+        (a stall of the server shifted them, nothing was lost), else it stands."""
+        doubt, self._doubt = self._doubt, None
+        if sum(doubt.errors) / len(doubt.errors) > -max(STALL_SHIFT, STALL_SPREADS * doubt.spread):
+            return self._accept(now, 0)
+        counts = [count for count, _ in self._history]
+        if doubt.before not in counts[:-1]:
+            return self._accept(now, 0)
+        taken_back = counts[counts.index(doubt.before) + 1] - doubt.before - 1
+        self.lost -= taken_back
+        self.count -= taken_back
+        last_count, last_time = self._history[-1]
+        self.relock()
+        self._history.append((last_count - taken_back, last_time))
+        self._accept(now, 0)
+        return TickReading(taken_back=taken_back)
 
     def _late_previous(self, now: float, taken_back: int) -> TickReading:
         """This tick comes when the count just given to the previous one was due: the previous tick
