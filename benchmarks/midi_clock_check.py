@@ -1,7 +1,7 @@
 """Do the model's onsets stay on the DAW's beat under ``--clock midi``? A real clock source on JACK.
 
-On a JACK server of its own (``jackd -n``, dummy driver, real-time scheduling as a DAW's JACK runs;
-``--no-realtime-server`` for the tests' setting) this plays a MIDI beat clock at 90 BPM into
+On a JACK server of its own (``jackd -n``, dummy driver, started as ``./run.sh`` starts one, or with
+real-time scheduling as a DAW's JACK runs: ``--realtime-server``) this plays a MIDI beat clock at 90 BPM into
 ``lofi-live run --clock midi`` on the shipped ``lofi-seed`` model (a strike nearly every step), and
 listens to both the clock and the engine's notes with ``jack_midi_dump -a``: every event stamped
 with JACK's frame time, exact to the sample, so the listener adds no timing of its own. The clock
@@ -14,12 +14,15 @@ comes from ``--source``:
 Each onset is placed on the ticks the listener saw, counted by time: a copy (less than half a
 period after the tick before) is dropped, a gap of about ``k`` periods counts ``k`` ticks (the ticks
 lost on the way), and an onset between two ticks is that far between their counts. Every gap
-between two onsets must then be a whole number of 12-tick steps within a quarter tick. Per run it
+between two onsets must then be a whole number of 12-tick steps within a quarter tick. It also
+counts the onsets more than a quarter tick from their step's tick counted from Start (the DAW's
+position); when the first tick after Start is lost on the way to the engine, which no receiver can
+notice, every onset of that run is a tick late, though every gap is right. Per run it
 prints the onsets, the gaps off that, the largest deviation, and the engine's stop line (copies and
 lost ticks) beside what the listener and, for ``faulty``, the sender saw.
 
     python benchmarks/midi_clock_check.py [--runs 3] [--seconds 16] [--source jack_midi_clock|faulty]
-                                          [--no-realtime-server]
+                                          [--realtime-server]
 
 Needs ``jackd``, ``jack_midi_dump``, ``jack_midi_clock`` and ``jack_transport`` (``./run.sh test``
 installs them).
@@ -82,8 +85,9 @@ def read_dump(text: str) -> list[tuple[int, list[str]]]:
 
 
 def tick_counts(ticks: list[int]) -> list[int]:
-    """The count of each tick the listener saw, by time: copies get the count before, gaps count the
-    ticks lost in them."""
+    """The count of each tick the listener saw after Start, by time: the first is 0 (MIDI's rule; a
+    sender may send Start a tick ahead of it), copies get the count before, gaps count the ticks lost
+    in them."""
     period = statistics.median(b - a for a, b in zip(ticks, ticks[1:]))
     counts = [0]
     for a, b in zip(ticks, ticks[1:]):
@@ -176,11 +180,13 @@ def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
     off = [abs(gap - 12 * round(gap / 12)) for gap in gaps]
     phase = [position - 12 * round(position / 12) for position in positions]
     bad = sum(each > QUARTER_TICK for each in off)
+    astray = sum(abs(each) > QUARTER_TICK for each in phase)
     sender_said = (f"; the sender sent {len(sent['duplicated'])} ticks twice and lost {len(sent['dropped'])}"
                    if sent else "")
     print(f"run {number}: {len(positions)} onsets; listener saw {seen} of {total} ticks; gaps off a multiple of 12 "
-          f"ticks by over a quarter tick: {bad} of {len(gaps)} (largest {max(off):.3f}); onsets after their step "
-          f"tick: median {statistics.median(phase):+.3f}, range {min(phase):+.3f} to {max(phase):+.3f} ticks; "
+          f"ticks by over a quarter tick: {bad} of {len(gaps)} (largest {max(off):.3f}); onsets over a quarter tick "
+          f"from their step tick (counted from Start): {astray}; onsets after their step tick: median "
+          f"{statistics.median(phase):+.3f}, range {min(phase):+.3f} to {max(phase):+.3f} ticks; "
           f"engine: {engine_said}{sender_said}")
     for position, each in zip(positions, phase):
         if abs(each) > QUARTER_TICK:
@@ -193,14 +199,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--source", choices=("jack_midi_clock", "faulty"), default="jack_midi_clock")
-    parser.add_argument("--no-realtime-server", action="store_true",
-                        help="run JACK's server without real-time scheduling (as the tests do); on a loaded "
-                             "machine it then falls behind and every client loses ticks")
+    parser.add_argument("--realtime-server", action="store_true",
+                        help="run JACK's server with real-time scheduling, as a DAW's JACK runs (by default it "
+                             "runs as ./run.sh starts it, without: on a loaded machine it then falls behind)")
     args = parser.parse_args()
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
     with tempfile.TemporaryDirectory() as scratch:
         with open(Path(scratch) / "jackd.log", "w") as log:
-            scheduling = "--no-realtime" if args.no_realtime_server else "--realtime"
+            scheduling = "--realtime" if args.realtime_server else "--no-realtime"
             server = subprocess.Popen(["jackd", "-n", SERVER, scheduling, "-d", "dummy", "-r", "48000", "-p", "64"],
                                       env=env, stdout=log, stderr=subprocess.STDOUT)
         os.environ["JACK_DEFAULT_SERVER"] = SERVER
