@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 import signal
@@ -156,6 +157,22 @@ def test_a_lost_scheduler_is_one_line_exit_2(tmp_path: Path, dask_cluster: tuple
         stop(run)
     assert run.returncode == 2 and err.count("\n") == 1, err
     assert f"{address}: lost the Dask scheduler during the run" in err
+
+
+def test_once_connected_distributed_logs_nothing_of_its_own(dask_cluster: tuple[str, list]) -> None:
+    """A lost scheduler makes distributed log from several modules, the batched comm at INFO with a
+    traceback (seen once in the test above, a race): the one-line error must be all there is."""
+    from training.corpus.cluster import connect
+
+    levels = {name: logging.getLogger(name).level for name in ("distributed", "distributed.client")}
+    client = connect(dask_cluster[0])
+    try:
+        for name in ("distributed.batched", "distributed.client", "distributed.comm.tcp", "distributed.core"):
+            assert not logging.getLogger(name).isEnabledFor(logging.ERROR), name
+    finally:
+        client.close()
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def test_unreachable_scheduler_or_none_without_workers_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ since the previous tick:
 * **duplicate**: it comes less than :data:`DUPLICATE_FRACTION` of a period after the previous tick
   (a copy arrives within a millisecond or two; a tick jittered by a quarter period is still half a
   period away): counted, and ignored;
-* **lost ticks**: the phase error is at least half a period, the interval at least
+* **lost ticks**: the phase error is at least :data:`LOST_PHASE` of a period, the interval at least
   :data:`LOST_INTERVAL` periods, and the two together at least :data:`LOST_EVIDENCE` periods: both the
   line and the last interval must point to a missing tick, so a tick jittered late after one jittered
   early (an interval of 1.5 periods, a phase error of a quarter) is never read as a loss; the number
@@ -23,11 +23,12 @@ since the previous tick:
   next after a loss; its lost ticks are taken back and this tick is the next one;
 * **a stall, read as a loss**: a server that stalls delays every later tick by the same time (the
   clock went on from where it was), which a single tick cannot tell from a loss. So a loss is
-  weighed again :data:`CONFIRM_TICKS` ticks later: after a loss the ticks go on where the line said
-  (their phase errors average about 0, whatever the jitter); after a stall they all come early on
-  the line that counted the loss. When the mean phase error of the tick read as following the loss
-  and the ticks after it is :data:`STALL_SHIFT` of a period early or more, the lost ticks are taken
-  back and the line starts again from the last ticks. (A stall of nearly a whole period still
+  weighed again :data:`CONFIRM_TICKS` ticks later: after a loss the ticks go on where the line
+  before it said (their phase errors average about 0, whatever the jitter); after a stall they all
+  come early on that line, counted with the loss. When the mean phase error of the tick read as
+  following the loss and the ticks after it is early by :data:`STALL_SPREADS` times the spread of
+  the line's ticks (their jitter) and by at least :data:`STALL_SHIFT` of a period, the lost ticks are
+  taken back and the line starts again from the last ticks. (A stall of nearly a whole period still
   reads as a loss: by time the two are the same stream.)
 * **a sudden slow-down**: when :data:`SLOWDOWN_TICKS` of the last :data:`SLOWDOWN_WINDOW` ticks each
   seemed to follow lost ones, the DAW slowed down by more than a third at once (no transport loses

@@ -36,8 +36,10 @@ def connect(address: str) -> Any:
         from distributed import Client
     except ImportError:
         raise LofiError(f"dask.distributed is not installed: {CLUSTER_EXTRA}") from None
-    # the client's own log would repeat, as a timestamped ERROR line, what our one-line errors say
-    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    # distributed's own log would repeat what our one-line errors say, as timestamped lines with
+    # tracebacks (a lost scheduler: the client's ERROR, the batched comm's INFO with its traceback)
+    for name in ("distributed", "distributed.client"):  # dask's config gives the client a level of its own
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as error:
