@@ -202,11 +202,6 @@ class Scheduler:
         still count on, so what was played before is kept)."""
         if event is None:
             return []
-        if event.kind == "retime":  # a step announced ahead on a count since taken back: not due yet
-            due = self.midi_due
-            if due is not None and due[0] == event.step:
-                self.midi_due = (event.step, event.time + self._midi_offset(event.step))
-            return []
         if event.kind == "stop":
             log.info("Link session stopped at beat %.2f", self.clock.beat_at(event.time))
             return [Cue("silence")]
