@@ -11,6 +11,10 @@ comes from ``--source``:
 * ``faulty``: ``tests/clock_sender.py``, which sends one tick in 50 twice and loses another one in
   50 on purpose, and says which: the engine's stop line must report them.
 
+``--stalls N`` stops the JACK server N times a run (SIGSTOP, then SIGCONT), each time for 0.5 to 1.6
+tick periods: the stalls a loaded machine gives the dummy server, made on purpose. Every later cycle
+then comes that much later in wall time; by arrival time alone a stall of a period is a lost tick.
+
 Each onset is placed on the ticks the listener saw, counted by time: a copy (less than half a
 period after the tick before) is dropped, a gap of about ``k`` periods counts ``k`` ticks (the ticks
 lost on the way), and an onset between two ticks is that far between their counts. Every gap
@@ -22,7 +26,7 @@ prints the onsets, the gaps off that, the largest deviation, and the engine's st
 lost ticks) beside what the listener and, for ``faulty``, the sender saw.
 
     python benchmarks/midi_clock_check.py [--runs 3] [--seconds 16] [--source jack_midi_clock|faulty]
-                                          [--realtime-server]
+                                          [--realtime-server] [--stalls N]
 
 Needs ``jackd``, ``jack_midi_dump``, ``jack_midi_clock`` and ``jack_transport`` (``./run.sh test``
 installs them).
@@ -35,6 +39,7 @@ import bisect
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import statistics
@@ -123,7 +128,24 @@ def onset_positions(events: list[tuple[int, list[str]]]) -> tuple[list[float], i
     return positions, len(ticks) - copies, counts[-1] + 1
 
 
-def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
+def hold_up(server: subprocess.Popen, seconds: float, stalls: int, seed: int) -> list[float]:
+    """Wait ``seconds``, stopping ``server`` ``stalls`` times at even spacing meanwhile, each time for
+    0.5 to 1.6 tick periods; the stalls made, in periods."""
+    rng, period = random.Random(seed), 60.0 / BPM / 24
+    made, began = [], time.monotonic()
+    for index in range(stalls):
+        time.sleep(max(0.0, began + seconds * (index + 1) / (stalls + 1) - time.monotonic()))
+        length = rng.uniform(0.5, 1.6)
+        stopped = time.perf_counter()
+        os.kill(server.pid, signal.SIGSTOP)
+        time.sleep(length * period)
+        os.kill(server.pid, signal.SIGCONT)
+        made.append((time.perf_counter() - stopped) / period)
+    time.sleep(max(0.0, began + seconds - time.monotonic()))
+    return made
+
+
+def one_run(number: int, seconds: float, source: str, scratch: Path, server: subprocess.Popen, stalls: int = 0) -> bool:
     name, listen = f"LoFi Clock Check {number}", f"clock-check-listen-{number}"
     dump_path = scratch / f"dump-{number}.txt"
     with open(dump_path, "w") as dump_file:
@@ -134,7 +156,7 @@ def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
          "--model", str(ROOT / "exported_models" / "lofi-seed.json"), "--response-bars", "64", "--seed", "1",
          "--seed-midi", str(ROOT / "examples" / "continuation-grid.mid")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    clock, sent = None, None
+    clock, sent, made = None, None, []
     try:
         wait_for(f"{name}:{name}")
         wait_for(f"{listen}:input")
@@ -146,7 +168,7 @@ def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
             wait_for("jack_midi_clock:mclk_out")
             time.sleep(1.0)  # connected to both: then the transport rolls (Start, ticks)
             jack("jack_transport", input="play\nquit\n")
-            time.sleep(seconds)
+            made = hold_up(server, seconds, stalls, number)
             jack("jack_transport", input="stop\nquit\n")
         else:
             sender = f"clock-check-sender-{number}"
@@ -160,6 +182,7 @@ def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
                 jack("jack_connect", f"{sender}:{sender}", port)
             clock.stdin.write("go\n")
             clock.stdin.flush()
+            made = hold_up(server, seconds, stalls, number)
             clock.stdout.readline()  # done
             sent = json.loads(log.read_text())
         time.sleep(0.5)
@@ -183,6 +206,8 @@ def one_run(number: int, seconds: float, source: str, scratch: Path) -> bool:
     astray = sum(abs(each) > QUARTER_TICK for each in phase)
     sender_said = (f"; the sender sent {len(sent['duplicated'])} ticks twice and lost {len(sent['dropped'])}"
                    if sent else "")
+    if made:
+        sender_said += f"; server stopped {len(made)} times, for {', '.join(f'{each:.2f}' for each in made)} periods"
     print(f"run {number}: {len(positions)} onsets; listener saw {seen} of {total} ticks; gaps off a multiple of 12 "
           f"ticks by over a quarter tick: {bad} of {len(gaps)} (largest {max(off):.3f}); onsets over a quarter tick "
           f"from their step tick (counted from Start): {astray}; onsets after their step tick: median "
@@ -199,6 +224,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--source", choices=("jack_midi_clock", "faulty"), default="jack_midi_clock")
+    parser.add_argument("--stalls", type=int, default=0, help="stop the JACK server this many times a run, each "
+                                                                 "time for 0.5 to 1.6 tick periods")
     parser.add_argument("--realtime-server", action="store_true",
                         help="run JACK's server with real-time scheduling, as a DAW's JACK runs (by default it "
                              "runs as ./run.sh starts it, without: on a loaded machine it then falls behind)")
@@ -217,10 +244,12 @@ def main() -> int:
                 print(f"error: the JACK server did not start ({'; '.join(said) or 'jackd said nothing'})",
                       file=sys.stderr)
                 return 2
-            results = [one_run(number, args.seconds, args.source, Path(scratch)) for number in range(1, args.runs + 1)]
+            results = [one_run(number, args.seconds, args.source, Path(scratch), server, args.stalls)
+                       for number in range(1, args.runs + 1)]
         finally:
             stop(server, signal.SIGTERM)
-    print(f"{sum(results)} of {len(results)} runs with every gap a whole number of steps ({args.source}, server "
+    stalled = f", {args.stalls} stalls a run" if args.stalls else ""
+    print(f"{sum(results)} of {len(results)} runs with every gap a whole number of steps ({args.source}{stalled}, server "
           f"{scheduling[2:]}, load average {os.getloadavg()[0]:.1f})")
     return 0 if all(results) else 1
 

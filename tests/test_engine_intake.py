@@ -147,3 +147,23 @@ def test_an_echo_that_arrives_while_the_engine_thread_is_still_sending_is_recogn
     voices.note_on(0, 60, 90, "model", None)
     voices.note_off((0, 60), time.perf_counter(), None)
     assert [guard.is_echo(stamp, m.type == "note_on", m.channel, m.note, m.velocity) for stamp, m in arrivals] == [True, True]
+
+
+def test_a_transport_stop_ends_the_models_and_metronomes_notes_then_all_notes_off_where_nothing_passes_through():
+    """On Stop the model and the metronome fall silent: their note-offs, then All Notes Off on their
+    channels (a note-off lost on the way ends too), but not on a channel where a key the player holds
+    still sounds through ``--thru``."""
+    from lofi_live.timing.clock import InternalClock
+    from lofi_live.live.voices import Voices
+
+    sent: list[mido.Message] = []
+    voices = Voices(sent.append, FeedbackGuard(0.03), InternalClock(120.0), max_note_beats=8.0, channels={0})
+    voices.note_on(0, 60, 90, "model", None)
+    voices.note_on(2, 64, 90, "model", None)
+    voices.note_on(9, 76, 90, "metronome", None)
+    voices.thru(2, 50, 80, True)  # the player's key on the model's second channel
+    sent.clear()
+    voices.stop_parts("model", "metronome")
+    assert sorted((m.channel, m.note) for m in sent if m.type == "note_off") == [(0, 60), (2, 64), (9, 76)]
+    assert [(m.channel, m.control) for m in sent if m.type == "control_change"] == [(0, 123), (9, 123)]
+    assert sent[-1].type == "control_change" and list(voices.sounding) == [(2, 50)]

@@ -328,8 +328,12 @@ def test_midi_clock_mode_plays_on_boundary_ticks_stops_on_stop_resumes_on_contin
     feed("clock", 49)  # ticks 0..48: boundaries at steps 0..4; the model enters at step 1
     assert played() == [1, 2, 3, 4]
     assert engine.clock.bpm == pytest.approx(90)
+    before_stop = len(sent)
     feed("stop")
-    assert not engine.voices.sounding  # Stop ends the model's notes at once
+    assert not engine.voices.sounding  # Stop ends the model's notes at once, then All Notes Off on
+    stopped = [m for _, m in sent[before_stop:]]  # the model's channel (a lost note-off ends too)
+    assert stopped[-1].type == "control_change" and (stopped[-1].control, stopped[-1].channel) == (123, 0)
+    assert all(m.type == "note_off" for m in stopped[:-1])
     feed("clock", 30)
     assert played() == [1, 2, 3, 4]  # silent while stopped
     feed("continue")

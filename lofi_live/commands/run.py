@@ -252,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     previous: dict[int, object] = {}
     try:
         engine.send = ports.send
+        engine.scheduler.frame_clock = ports.frame_seconds  # --clock midi on JACK: steps wait for a stalled server
         if args.learn:
             print(f"lofi-live: ports ({ports.backend}): connect the controller to '{ports.input_name}'", flush=True)
             engine.controls = learn_controls(args, inbox)

@@ -141,7 +141,7 @@ class EngineCore:
             beat = self.clock.beat_at(event.stamp)
             self.player.all_off(event.channel, beat, self.swing.straight(beat))
         elif isinstance(event, Transport):
-            self._carry(self.scheduler.transport(event.kind, event.stamp, event.pos))
+            self._carry(self.scheduler.transport(event.kind, event.stamp, event.pos, event.frame))
         elif isinstance(event, Control):
             for action in event.actions:
                 self.apply(action, event.stamp if now is None else max(now, event.stamp))
@@ -179,8 +179,7 @@ class EngineCore:
             elif cue.kind == "boundary":
                 self.boundary(cue.step, cue.when)
             elif cue.kind == "silence":
-                self.voices.release("model")
-                self.voices.release("metronome")
+                self.voices.stop_parts("model", "metronome")
                 self.responder.cancel()
                 self.scheduler.silence()
             elif cue.kind == "restart":

@@ -156,6 +156,8 @@ class Engine(EngineCore):
             if emit_at is not None and now >= emit_at - cfg.spin:
                 while time.perf_counter() < emit_at:
                     pass
+                if scheduler.held_by_server(emit_at):
+                    continue
                 self.boundary(scheduler.due(), emit_at)
             elif now - self._published > PUBLISH_SECONDS and (emit_at is None or emit_at - now > 0.005):
                 self._publish()

@@ -174,11 +174,15 @@ class AllOff:
 
 @dataclass(frozen=True)
 class Transport:
-    """A MIDI clock or transport message: ``kind`` is clock, start, stop, continue or songpos."""
+    """A MIDI clock or transport message: ``kind`` is clock, start, stop, continue or songpos.
+
+    ``frame``: a clock tick's arrival by JACK's sample clock (seconds), when the input reader read
+    one (:mod:`lofi_live.midi.input_reader`)."""
 
     stamp: float
     kind: str
     pos: int = 0
+    frame: float | None = None
 
 
 def _number(value: Any, low: int, high: int) -> int:
@@ -271,7 +275,8 @@ class Intake:
             self.odd("clock_ignored", "MIDI clock/transport messages received but the clock is internal "
                                       "(--clock midi follows them): ignored")
             return None
-        return Transport(stamp, kind, pos)
+        frame = getattr(message, "time", 0)
+        return Transport(stamp, kind, pos, frame if kind == "clock" and isinstance(frame, float) and frame > 0 else None)
 
     def _control(self, message: Any, control: int, value: int, stamp: float) -> Control | AllOff | None:
         if control in (120, 123):

@@ -37,6 +37,8 @@ log = logging.getLogger("lofi_live.live.engine")
 
 #: A change of the followed tempo smaller than this (BPM) is not written to the recording.
 TEMPO_CHANGE_BPM = 0.5
+#: How soon a step held for a stalled JACK server is looked at again (seconds).
+SERVER_RECHECK = 0.001
 
 
 def make_clock(source: str, bpm: float) -> Clock:
@@ -77,7 +79,11 @@ class Scheduler:
         self.offset = offset_ms / 1000.0
         self.next_step = 0
         self.step = -1  # the step last sent
-        self.midi_due: tuple[int, float] | None = None  # --clock midi: a step waiting for its time
+        # --clock midi: a step waiting for its time, and that time on JACK's sample clock while its tick
+        # has not come (see held_by_server)
+        self.midi_due: tuple[int, float, float | None] | None = None
+        #: JACK's sample clock now (seconds), when the MIDI ports read one (MidiPorts.frame_seconds)
+        self.frame_clock: Callable[[], float | None] | None = None
         self.recorded_bpm = clock.bpm  # the tempo the recording has now
         self._offsets: dict[int, float] = {}  # humanize: the onset offset (beats) of each step to come
 
@@ -96,6 +102,20 @@ class Scheduler:
         if self.ahead and self.clock.running:  # internal, Link while its session plays
             return self.clock.time_of_beat(self.sounded_beat(self.next_step)) + self.offset
         return None if self.midi_due is None else self.midi_due[1]
+
+    def held_by_server(self, now: float) -> bool:
+        """Whether the step due now waits for a JACK server that has not reached its time. A step whose
+        tick has not come goes a grace after the tick was due; but a stalled server sends no ticks,
+        and plays what is sent meanwhile when it runs again, at the stall's start by its clock: the
+        step would sound early. It is looked at again :data:`SERVER_RECHECK` later."""
+        due = self.midi_due
+        if due is None or due[2] is None or self.frame_clock is None:
+            return False
+        frame_now = self.frame_clock()
+        if frame_now is None or frame_now >= due[2]:
+            return False
+        self.midi_due = (due[0], now + SERVER_RECHECK, due[2])
+        return True
 
     def due(self) -> int:
         """The step the loop sends at :meth:`emit_at`."""
@@ -142,34 +162,36 @@ class Scheduler:
         """The clock stopped: a step waiting for its time is not sent."""
         self.midi_due = None
 
-    def transport(self, kind: str, stamp: float, pos: int = 0) -> list[Cue]:
-        """A MIDI clock or transport message (``--clock midi``)."""
+    def transport(self, kind: str, stamp: float, pos: int = 0, frame: float | None = None) -> list[Cue]:
+        """A MIDI clock or transport message (``--clock midi``); ``frame``: a tick's JACK frame time."""
         clock = self.clock
         if kind == "clock" and not clock.running and not clock.started_once:
             self.odd("clock_without_start", "MIDI clock without Start: waiting for Start/Continue")
-        event = clock.handle(kind, stamp, pos)
+        event = clock.handle(kind, stamp, pos, frame)
         if event is None:
             return []
         if event.kind == "boundary":  # step ``event.step`` is due at ``event.time`` (now, or ahead)
             cues = [Cue("close", when=stamp)]
             offset = self._midi_offset(event.step)
             if self.midi_due is not None:  # a step still waiting for its time is sent first: steps keep their order
-                cues.append(Cue("boundary", *self.midi_due))
+                cues.append(Cue("boundary", *self.midi_due[:2]))
                 self.midi_due = None
             if offset or event.time > stamp:  # sent by the loop when due
-                self.midi_due = (event.step, event.time + offset)
+                frame = None if event.frame is None or event.time <= stamp else event.frame + offset
+                self.midi_due = (event.step, event.time + offset, frame)
             else:
                 cues.append(Cue("boundary", event.step, stamp))
             return cues
         if event.kind == "arrived":  # the tick of a step announced ahead: due no later than now
             due = self.midi_due
-            if due is not None and due[0] == event.step:
-                self.midi_due = (event.step, min(due[1], stamp + self._midi_offset(event.step)))
+            if due is not None and due[0] == event.step:  # its tick is here: no waiting for the server
+                self.midi_due = (event.step, min(due[1], stamp + self._midi_offset(event.step)), None)
             return []
         if event.kind == "retime":  # a step announced ahead on a count since taken back: not due yet
             due = self.midi_due
             if due is not None and due[0] == event.step:
-                self.midi_due = (event.step, event.time + self._midi_offset(event.step))
+                offset = self._midi_offset(event.step)
+                self.midi_due = (event.step, event.time + offset, None if event.frame is None else event.frame + offset)
             return []
         if event.kind == "stop":
             log.info("MIDI clock stopped at beat %.2f", clock.tick / PPQN)

@@ -87,6 +87,7 @@ class Voices:
         self._timers: list[tuple[float, int, tuple[int, int]]] = []
         self._generation = 0
         self.used_channels = set(channels)
+        self._part_channels: dict[str, set[int]] = {}  # the channels each part has sounded on
         #: told of every model note that ends, with the beat recorded (grid models' step tokens)
         self.on_model_off: Callable[[tuple[int, int], float], None] | None = None
 
@@ -115,6 +116,7 @@ class Voices:
         self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=velocity))
         self.sounding[key] = Sounding(gen, part, beat, off_beat)
         self.used_channels.add(channel)
+        self._part_channels.setdefault(part, set()).add(channel)
         if off_time is not None:
             heapq.heappush(self._timers, (off_time, gen, key))
 
@@ -162,6 +164,18 @@ class Voices:
             if part is None or entry.part == part:
                 self.note_off(key, now, beat)
 
+    def stop_parts(self, *parts: str) -> None:
+        """The transport stopped: every note of ``parts`` ends, then All Notes Off goes to each channel
+        they sounded on, as a sequencer's Stop does: a note-off lost on the way (a loaded JACK server
+        drops an event now and then) must not leave a note hanging until the next start. A channel
+        where a played note passed through (``--thru``) still sounds is left to its note-offs."""
+        for part in parts:
+            self.release(part)
+        held = {channel for (channel, _), entry in self.sounding.items() if entry.part == "thru"}
+        for channel in sorted(set().union(*(self._part_channels.get(part, set()) for part in parts)) - held):
+            self.guard.control_sent(time.perf_counter(), channel, 123)
+            self.send(mido.Message("control_change", channel=channel, control=123, value=0))
+
     def sounds(self, part: str) -> bool:
         return any(entry.part == part for entry in self.sounding.values())
 
@@ -171,6 +185,7 @@ class Voices:
         self.note_on(channel, pitch, 100, "metronome", when + METRONOME_BEATS * self.clock.seconds_per_beat)
 
     def all_notes_off(self) -> None:
+        """All Notes Off on every channel used (the engine's own notes and those passed through)."""
         for channel in sorted(self.used_channels):
             self.guard.control_sent(time.perf_counter(), channel, 123)  # its echo must not release the player's keys
             self.send(mido.Message("control_change", channel=channel, control=123, value=0))

@@ -10,6 +10,12 @@ So the input is read as a queue: rtmidi's thread stores each message (no Python 
 arrival time, and :class:`PolledInput`'s thread takes them out every :data:`POLL_SECONDS`. rtmidi's
 times are deltas on the MIDI system's clock: messages read together keep the spacing they arrived
 with (:func:`arrival_times`), so a burst read late does not look like ticks sent at once.
+
+On JACK each message also gets the time it arrived by the server's sample clock (the frame time of
+the process cycle it came in, in seconds), as its mido ``time``: the clock a DAW's MIDI clock ticks
+are placed by. A stalled server delays every later cycle in wall time, so that a stall looks like a
+lost tick by arrival time alone; by frame time nothing moved (:mod:`lofi_live.timing.tick_follower`).
+Elsewhere ``time`` stays mido's 0.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ log = logging.getLogger("lofi_live.midi.ports")
 POLL_SECONDS = 0.0005
 #: ``deliver(message, stamp)``: a parsed message (MalformedMessage for bad bytes) and its arrival time.
 Deliver = Callable[[Any, float], None]
+#: The start of the current JACK process cycle by the server's sample clock (seconds), None when unknown.
+FrameClock = Callable[[], "float | None"]
 
 
 def arrival_times(deltas: list[float], now: float) -> list[float]:
@@ -49,9 +57,10 @@ class PolledInput:
     Closing it stops the thread before the port closes (rtmidi's queue must not be read while it is
     freed)."""
 
-    def __init__(self, port: Any, deliver: Deliver, name: str = "lofi-midi-in"):
+    def __init__(self, port: Any, deliver: Deliver, frames: FrameClock | None = None, name: str = "lofi-midi-in"):
         self.port = port
         self._deliver = deliver
+        self._frames = frames
         self._stop = threading.Event()
         self._rt = port._rt  # every backend of lofi-live is rtmidi's
         self._rt.cancel_callback()  # from now on rtmidi queues what arrives
@@ -59,8 +68,8 @@ class PolledInput:
         self.thread.start()
 
     def _run(self) -> None:
-        get, deliver = self._rt.get_message, self._deliver
-        last = float("-inf")  # stamps never go back: a message of this read after those of the last
+        get, deliver, frames = self._rt.get_message, self._deliver, self._frames
+        last = last_frame = float("-inf")  # stamps never go back: a message of this read after those of the last
         while not self._stop.is_set():
             events = []
             try:
@@ -72,11 +81,17 @@ class PolledInput:
             if not events:
                 time.sleep(POLL_SECONDS)
                 continue
-            stamps = arrival_times([delta for _, delta in events], time.perf_counter())
-            for (data, _), stamp in zip(events, stamps):
+            deltas = [delta for _, delta in events]
+            stamps = arrival_times(deltas, time.perf_counter())
+            frame_now = frames() if frames is not None else None
+            frame_stamps = arrival_times(deltas, frame_now) if frame_now is not None else [None] * len(events)
+            for (data, _), stamp, frame in zip(events, stamps, frame_stamps):
                 last = stamp = max(stamp, last)
+                message = parse_message(data)
+                if frame is not None and hasattr(message, "time"):
+                    last_frame = message.time = max(frame, last_frame)
                 try:
-                    deliver(parse_message(data), stamp)
+                    deliver(message, stamp)
                 except Exception:  # noqa: BLE001 - a failing receiver must not end the input
                     log.exception("MIDI input handler failed")
 

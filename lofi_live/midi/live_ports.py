@@ -164,7 +164,13 @@ class MidiPorts:
 
     def _open(self, spec: PortSpec) -> Any:
         port = self._open_port(spec)
-        return PolledInput(port, self._callback) if spec.kind == "input" else port
+        return PolledInput(port, self._callback, self.frame_seconds) if spec.kind == "input" else port
+
+    def frame_seconds(self) -> float | None:
+        """JACK's sample clock (seconds; the current process cycle's start), when the monitor reads one:
+        for the input reader's stamps and the scheduler's wait for a stalled server (any thread)."""
+        frame_seconds = getattr(self._monitor, "frame_seconds", None)
+        return frame_seconds() if frame_seconds is not None else None
 
     def _open_port(self, spec: PortSpec) -> Any:
         is_input = spec.kind == "input"

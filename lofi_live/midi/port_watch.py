@@ -179,13 +179,28 @@ class ListingMonitor:
             self._lister = None
 
 
+class FrameCounter:
+    """JACK's frame time as a count that does not wrap (it is 32 bits: 25 hours at 48 kHz)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._wraps = 0
+
+    def unwrap(self, frames: int) -> int:
+        if frames < self._last and self._last - frames > 1 << 31:
+            self._wraps += 1
+        self._last = frames
+        return (self._wraps << 32) + frames
+
+
 #: JACK-Client clients of servers that went away: never closed, kept (see :meth:`JackMonitor._forget`).
 _FORGOTTEN: list[Any] = []
 
 
 class JackMonitor:
     """The JACK server through a port-less JACK-Client client: its shutdown callback wakes the watcher
-    and decides that the server is gone; it also lists the ports."""
+    and decides that the server is gone; it also lists the ports, and reads JACK's sample clock for
+    the input reader (:meth:`frame_seconds`)."""
 
     def __init__(self, name: str, wake: threading.Event):
         import jack
@@ -195,6 +210,9 @@ class JackMonitor:
         self._wake = wake
         self._down = threading.Event()
         self._client: Any = None
+        self._lock = threading.Lock()  # the reader's frame_seconds against a client being swapped or closed
+        self._rate = 0
+        self._frames = FrameCounter()
         if not self.reconnect():
             from lofi_live.errors import LofiError
 
@@ -218,6 +236,19 @@ class JackMonitor:
     def alive(self) -> bool:
         return self._client is not None and not self._down.is_set()
 
+    def frame_seconds(self) -> float | None:
+        """When the current JACK process cycle began, by the server's sample clock, in seconds (None
+        while the server is gone). A message read from rtmidi right after it arrived arrived in this
+        cycle. This clock is the one a DAW or ``jack_midi_clock`` places its ticks by; a server that
+        stalls delays every cycle in wall time but not on it (measured: stopping the dummy server for
+        0.36 to 1.6 tick periods shifted every later tick's arrival by that much, and their frame
+        times not at all)."""
+        with self._lock:
+            if not self.alive():
+                return None
+            frames = self._client.last_frame_time
+            return self._frames.unwrap(frames) / self._rate
+
     def sources(self) -> list[str]:
         return [port.name for port in self._client.get_ports(is_midi=True, is_output=True)]
 
@@ -234,10 +265,13 @@ class JackMonitor:
             client = self._open()
         except Exception:  # noqa: BLE001 - JackOpenError: no server yet
             return False
-        dead, self._client = self._client, client
-        if dead is not None:
-            self._forget(dead)
-        self._down.clear()
+        with self._lock:
+            dead, self._client = self._client, client
+            self._rate = client.samplerate
+            self._frames = FrameCounter()  # a new server counts from 0
+            if dead is not None:
+                self._forget(dead)
+            self._down.clear()
         return True
 
     def _forget(self, client: Any) -> None:
@@ -251,7 +285,8 @@ class JackMonitor:
         """Close the client, unless its server went away: libjack crashes closing a client of a
         stopped server once a new server runs under the same name (a segfault at exit), and blocks
         while the old one is still shutting down. Such a client is forgotten instead."""
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client = self._client, None
         if client is None:
             return
         if self._down.is_set():

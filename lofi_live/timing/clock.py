@@ -171,11 +171,14 @@ class InternalClock:
 class ClockEvent:
     """What one clock message meant: ``kind`` is start, stop, continue, position, boundary (step
     ``step`` is due at ``time``), arrived (its tick came) or retime (a step announced ahead is now
-    due at ``time``: the count it was announced on was taken back)."""
+    due at ``time``: the count it was announced on was taken back). ``frame``: for a boundary or retime, the same
+    time on JACK's sample clock, when the follower counts by it (a step whose tick has not come waits
+    for the server to reach it: a stalled server sends no ticks)."""
 
     kind: str
     step: int | None = None
     time: float = 0.0
+    frame: float | None = None
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,12 @@ class MidiClock:
         self._announced = tick // TICKS_PER_STEP
         self._publish(tick, last_tick_time, running)
 
-    def handle(self, kind: str, now: float, pos: int = 0) -> ClockEvent | None:
-        """Feed one message type (``clock``, ``start``, ``stop``, ``continue``, ``songpos``)."""
+    def handle(self, kind: str, now: float, pos: int = 0, frame: float | None = None) -> ClockEvent | None:
+        """Feed one message type (``clock``, ``start``, ``stop``, ``continue``, ``songpos``); a tick's
+        ``frame`` is its arrival by JACK's sample clock, when known (the follower counts by it)."""
         old = self.position
         if kind == "clock":
-            return self._tick(now)
+            return self._tick(now, frame)
         if kind == "start":
             self.started_once = True
             self._set_position(-1, True, old.last_tick_time)
@@ -294,8 +298,8 @@ class MidiClock:
             return ClockEvent("position", (tick + 1) // TICKS_PER_STEP, now)
         return None
 
-    def _tick(self, now: float) -> ClockEvent | None:
-        reading = self.follower.feed(now)
+    def _tick(self, now: float, frame: float | None) -> ClockEvent | None:
+        reading = self.follower.feed(now, frame)
         if reading.duplicate:
             return None
         old = self.position
@@ -317,8 +321,15 @@ class MidiClock:
         if tick % TICKS_PER_STEP == 0:  # announced ahead: it may be sent now if that is sooner
             return ClockEvent("arrived", step, now)
         ahead = TICKS_PER_STEP - tick % TICKS_PER_STEP
-        due = self.follower.due(ahead) if ahead <= ANNOUNCE_TICKS and step + 1 > self._announced else None
-        if due is not None:
+        due = self.follower.due(ahead) if ahead <= ANNOUNCE_TICKS else None
+        if due is None:
+            return None
+        grace = LATE_TICK_GRACE * self.follower.period
+        latest = max(due + grace, now)
+        on_frames = self.follower.due_frame(ahead)
+        frame = None if on_frames is None else on_frames + grace
+        if step + 1 > self._announced:
             self._announced = step + 1
-            return ClockEvent("boundary", step + 1, max(due + LATE_TICK_GRACE * self.follower.period, now))
-        return None
+            return ClockEvent("boundary", step + 1, latest, frame)
+        # announced a tick ago: the line now knows this tick too (after a stall, when it came later)
+        return ClockEvent("retime", step + 1, latest, frame)

@@ -38,6 +38,14 @@ since the previous tick:
   starts again from this tick and the one before (*relock*), so the next tick is already predicted
   at the new tempo. (One tick that far off is one held back on the way: a busy server does that.)
 
+On JACK each tick also comes with its arrival by the server's sample clock (``frame``: the frame
+time of the process cycle it came in, :mod:`lofi_live.midi.input_reader`), and the line then runs on
+that clock. The DAW places its ticks by it, and a server that stalls (a loaded machine: measured on
+JACK's dummy server, stalls of up to a whole period every few minutes) delays every later cycle in
+wall time but not on it: by frame time a stall is no loss at all, and a lost tick still leaves its
+gap. :meth:`TickFollower.due` answers in wall time (the line's prediction plus the last tick's wall
+time less its frame time), because steps are sent by wall time.
+
 Jitter of up to a quarter period therefore never moves the count. While the line is young (fewer
 than :data:`LOCK_TICKS` ticks since the follower began or relocked) its period is too uncertain to
 tell a lost tick from jitter: every tick then counts one, and only a copy within 30 % of a period
@@ -123,6 +131,8 @@ class TickFollower:
         self._recent: deque[int] = deque(maxlen=SLOWDOWN_WINDOW)  # lost ticks counted at each recent accepted tick
         self._drift = 0  # +1 / -1: the last accepted tick was half a period or more late / early on the line
         self._doubt: Doubt | None = None  # the last loss, while it is weighed
+        self._by_frames = False  # the line runs on JACK's sample clock (else on arrival times)
+        self._wall_offset = 0.0  # the last tick's arrival time less its time on the line's clock
 
     # -- the line ----------------------------------------------------------------------------
 
@@ -163,6 +173,14 @@ class TickFollower:
         if fit is None:
             return None
         at_last, period = fit
+        return at_last + ahead * period + self._wall_offset
+
+    def due_frame(self, ahead: int = 1) -> float | None:
+        """The same on JACK's sample clock, when the line runs on it (else None)."""
+        fit = self._fit() if self._by_frames else None
+        if fit is None:
+            return None
+        at_last, period = fit
         return at_last + ahead * period
 
     # -- ticks -------------------------------------------------------------------------------
@@ -173,9 +191,21 @@ class TickFollower:
         self._drift = 0
         self._doubt = None
 
-    def feed(self, now: float) -> TickReading:
-        """One tick arrived at ``now``: what it was. Accepted ticks advance :attr:`count`."""
+    def feed(self, now: float, frame: float | None = None) -> TickReading:
+        """One tick arrived at ``now`` (``frame``: the same by JACK's sample clock, when known): what it
+        was. Accepted ticks advance :attr:`count`."""
         history = self._history
+        by_frames = frame is not None
+        if frame is not None:
+            offset = now - frame
+            if history and self._by_frames and abs(offset - self._wall_offset) > MAX_LOST * self._period:
+                self.relock()  # the two clocks parted by more than a beat: a new JACK server counts from 0
+            now, self._wall_offset = frame, offset
+        else:
+            self._wall_offset = 0.0
+        if history and by_frames != self._by_frames:
+            self.relock()  # the sample clock came or went (the JACK server went away): a line on one clock only
+        self._by_frames = by_frames
         if not history:
             return self._accept(now, 0)
         gap = now - history[-1][1]
