@@ -204,9 +204,8 @@ class Doubler:
     def __init__(self, backend: str, delay: float = 0.003, channel: int = 1, velocity: int = 50):
         self.delay, self.channel, self.velocity = delay, channel, velocity
         self.player = Player(backend)
-        self.listener = Listener(backend)
-        self.listener.port.callback = self._heard
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.listener = Listener(backend, also=self._heard)
         self.running = True
         self.note_ons = 0
         self.thread = threading.Thread(target=self._play, daemon=True)

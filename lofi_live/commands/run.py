@@ -299,10 +299,12 @@ def run(args: argparse.Namespace) -> int:
             surface.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        ports.close()
         written = None
-        if session is not None:
-            written = session.close(end_beat=_end_beat(engine))
+        try:  # the recording first: a MIDI system that fails while its ports close must not take it along
+            if session is not None:
+                written = session.close(end_beat=_end_beat(engine))
+        finally:
+            ports.close()
     if not args.quiet and ended:
         stats = engine.stats()
         print(f"lofi-live: stopped after {stats['steps']} steps ({stats['played_steps']} played, "

@@ -95,9 +95,13 @@ class PolledInput:
                 except Exception:  # noqa: BLE001 - a failing receiver must not end the input
                     log.exception("MIDI input handler failed")
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop reading (the port stays open)."""
         self._stop.set()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout=1.0)
+
+    def close(self) -> None:
+        self.stop()
         with contextlib.suppress(Exception):
             self.port.close()

@@ -23,6 +23,7 @@ reconnecting to a virtual port changes nothing: the port belongs to this process
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import re
 import threading
@@ -73,6 +74,23 @@ def _close_within(ports: list[Any], seconds: float) -> bool:
     closer.start()
     closer.join(seconds)
     return not closer.is_alive()
+
+
+#: Ports of a MIDI system that went away, left open at exit (see :func:`_forget`).
+_FORGOTTEN: list[Any] = []
+
+
+def _forget(ports: list[Any]) -> None:
+    """Leave ``ports``, clients of a JACK server that went away, unclosed for the life of the process
+    (which is ending): libjack closes such a client under a new server of the same name only now and
+    then without a crash (SIGBUS: a clean-clone CI run lost the process so), and takes about a second
+    for each while no server runs. Their reading threads stop; the objects are given a reference
+    nobody drops, so that no destructor closes them at interpreter exit either."""
+    for port in ports:
+        if isinstance(port, PolledInput):
+            port.stop()
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(port))
+        _FORGOTTEN.append(port)
 
 
 @dataclass
@@ -364,7 +382,8 @@ class MidiPorts:
         # client than hangs.
         elif not _close_within([getattr(self, "_monitor", None)], CLOSE_SECONDS * 2):
             log.debug("the MIDI system monitor did not close in time")
-        ports = [self._take("input"), self._take("output"), *self._stale, getattr(self, "_listing", None)]
+        _forget(self._stale)
+        ports = [self._take("input"), self._take("output"), getattr(self, "_listing", None)]
         self._stale, self._listing = [], None
         if not _close_within(ports, CLOSE_SECONDS * 3):
             log.debug("a MIDI port did not close in time")
