@@ -6,11 +6,13 @@ applied to the wall times only).
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from lofi_live.timing.clock import PPQN, MidiClock
+from lofi_live.timing.clock import PPQN, TICKS_PER_STEP, MidiClock
 from lofi_live.timing.tick_follower import TickFollower
-from tick_streams import misplaced, stalled, steps_of
+from tick_streams import misplaced, stalled, stalled_system_clock, steps_of
 
 
 @pytest.mark.parametrize("stall, at", [(0.7, 47), (0.9, 47), (1.0, 47), (1.6, 45)])
@@ -107,3 +109,49 @@ def test_a_step_whose_tick_a_stalled_jack_server_holds_back_waits_for_the_server
             if cue.kind == "boundary":
                 early[cue.step] = cue.when
     assert misplaced(stream, sorted(early.items())) != []
+
+
+# ---------------------------------------------------------------------------------------------
+# A source timed by the system clock
+
+
+def _random_stalls(seed: int, count: int = 5) -> list[tuple[float, float]]:
+    rng = random.Random(seed)
+    return [(rng.uniform(20, 360), rng.uniform(0.5, 1.6)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_source_on_the_system_clock_is_counted_by_arrival_from_the_first_stall_on(seed):
+    """A hardware clock through a bridge keeps sending while the server is stopped: its ticks bunch at
+    the stall's start on the sample clock and go on early there. Five stalls of 0.5-1.6 periods: the
+    first shows the source's clock (only the steps announced before it is judged may be a tick off),
+    every step after it is on its tick. Counted on the sample clock alone, steps go off for good."""
+    stalls = _random_stalls(seed)
+    stream, frames = stalled_system_clock(stalls, seed=seed)
+    clock = MidiClock(90)
+    wrong = misplaced(stream, steps_of(stream, clock, frames))
+    first = min(at for at, _ in stalls)
+    assert all(tick <= first + 2 * TICKS_PER_STEP for _, tick in wrong), (wrong, sorted(stalls))
+    # a bunch reads as a copy, then the next tick as following a lost one: counted both ways, the count right
+    assert not clock.follower.by_frames and clock.duplicates == clock.lost
+    frames_only = MidiClock(90)
+    frames_only.follower = TickFollower(60 / 90 / PPQN)
+    assert len(misplaced(stream, steps_of(stream, frames_only, frames))) > 3
+
+
+def test_a_source_on_the_system_clock_with_copies_and_lost_ticks_between_stalls():
+    stalls = [(40.3, 0.7), (130.6, 1.3), (250.2, 0.9)]
+    stream, frames = stalled_system_clock(stalls, seed=5, duplicated=(60, 170, 300), lost=(90, 200, 330))
+    clock = MidiClock(90)
+    wrong = misplaced(stream, steps_of(stream, clock, frames))
+    assert all(tick <= 40 + 2 * TICKS_PER_STEP for _, tick in wrong), wrong
+    assert clock.duplicates - 3 == clock.lost - 3 >= 0 and not clock.follower.by_frames
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_source_on_the_sample_clock_stays_counted_by_it_through_random_stalls(seed):
+    stalls = _random_stalls(seed + 100)
+    stream, frames = stalled({int(at) + 1: length for at, length in stalls}, seed=seed)
+    clock = MidiClock(90)
+    steps_of(stream, clock, frames)
+    assert clock.follower.by_frames and clock.lost == clock.duplicates == 0

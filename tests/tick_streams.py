@@ -140,3 +140,35 @@ def stalled(stalls: dict[int, float], beats: float = 32, seed: int = 0, lost: tu
         stream.arrivals.append((when + late, n))
         frames.append(frames_at[n] - cycle + late)  # the cycle's start, not the tick's place in it
     return stream, frames
+
+
+def stalled_system_clock(stalls: list[tuple[float, float]], beats: float = 32, seed: int = 0,
+                         duplicated: tuple[int, ...] = (), lost: tuple[int, ...] = ()) -> tuple[Stream, list[float]]:
+    """A 90 BPM clock timed by the system clock (a hardware clock through a MIDI bridge, a program
+    sending by wall time) on a JACK server that stalls: ``(at, length)`` in ticks and periods. What is
+    sent during a stall arrives when the server runs again, in the cycle whose frame time is where
+    the stall began; after it the server's sample clock is behind by the stall, while the ticks go on
+    at their wall times. Ticks in ``duplicated`` come twice (the copy 1 ms later), those in ``lost``
+    never; the stream's true times are the wall times the ticks were sent."""
+    rng = random.Random(seed)
+    times = true_clock(90, 90, beats)
+    period, cycle = times[1] - times[0], 64 / 48000
+    spans = [(times[0] + at * period, times[0] + (at + length) * period) for at, length in stalls]
+
+    def frame_at(when: float) -> float:
+        """The server's sample clock at wall time ``when``: still while it is stopped."""
+        return 1000.0 + when - times[0] - sum(min(when, end) - start for start, end in spans if when > start)
+
+    stream, frames = Stream(times), []
+    for n, when in enumerate(times):
+        if n in lost:
+            stream.dropped += 1
+            continue
+        for copy in range(2 if n in duplicated else 1):
+            sent = when + copy * 0.001
+            delivered = next((end for start, end in spans if start <= sent < end), sent)
+            late = rng.uniform(0.0, cycle)
+            stream.arrivals.append((delivered + late, n))
+            frames.append(frame_at(delivered) - cycle + late)
+        stream.duplicated += n in duplicated
+    return stream, frames

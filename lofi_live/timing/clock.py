@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from lofi_live.timing.tick_follower import TickFollower
+from lofi_live.timing.source_clock import SourceClockFollower
 from lofi_live.tokens.rules import GRID_BEATS, check_bpm, clamp_bpm
 
 #: MIDI beat clock resolution: ticks per quarter note.
@@ -201,7 +201,8 @@ class MidiPosition:
 
 
 class MidiClock:
-    """Follows MIDI beat clock messages (fed with their arrival times) through a :class:`TickFollower`.
+    """Follows MIDI beat clock messages (fed with their arrival times, and on JACK their frame times)
+    through a :class:`~lofi_live.timing.source_clock.SourceClockFollower`.
 
     The follower says which tick each arrival is (a copy, the next one, or the next after lost ones);
     this class turns that into the song position (Start, Continue and Song Position Pointer set it
@@ -218,7 +219,7 @@ class MidiClock:
     def __init__(self, default_bpm: float = 120.0):
         self.default_bpm = float(default_bpm)
         self.position = MidiPosition(self.default_bpm)
-        self.follower = TickFollower(60.0 / self.default_bpm / PPQN)
+        self.follower = SourceClockFollower(60.0 / self.default_bpm / PPQN)
         self.ticks_without_start = 0
         self.started_once = False
         self._exact = False  # the next tick is position tick + 1 exactly (after Start, Continue, SPP)

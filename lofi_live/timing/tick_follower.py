@@ -44,7 +44,8 @@ that clock. The DAW places its ticks by it, and a server that stalls (a loaded m
 JACK's dummy server, stalls of up to a whole period every few minutes) delays every later cycle in
 wall time but not on it: by frame time a stall is no loss at all, and a lost tick still leaves its
 gap. :meth:`TickFollower.due` answers in wall time (the line's prediction plus the last tick's wall
-time less its frame time), because steps are sent by wall time.
+time less its frame time), because steps are sent by wall time. (A source timed by the system clock
+is the other way round: :mod:`lofi_live.timing.source_clock` counts with a follower on each clock.)
 
 Jitter of up to a quarter period therefore never moves the count. While the line is young (fewer
 than :data:`LOCK_TICKS` ticks since the follower began or relocked) its period is too uncertain to
@@ -174,6 +175,12 @@ class TickFollower:
             return None
         at_last, period = fit
         return at_last + ahead * period + self._wall_offset
+
+    def line(self) -> tuple[int, float, float] | None:
+        """(the last accepted count, its time on the line, the period), on the clock the line runs on
+        (None below 3 ticks)."""
+        fit = self._fit()
+        return None if fit is None else (self._history[-1][0], fit[0], fit[1])
 
     def due_frame(self, ahead: int = 1) -> float | None:
         """The same on JACK's sample clock, when the line runs on it (else None)."""
