@@ -19,8 +19,6 @@ from typing import Callable, Sequence
 
 import mido
 
-from lofi_live.midi.input_reader import PolledInput
-
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
@@ -55,33 +53,56 @@ class Listener:
     """A virtual input that records ``(perf_counter, message)`` for everything it receives (and hands
     each message to ``also``, when given, on its reading thread).
 
-    It reads as the engine reads its input (:class:`lofi_live.midi.input_reader.PolledInput`): rtmidi
-    queues what arrives, and a thread of this object takes it out. With a Python callback, rtmidi calls
-    Python from JACK's process thread, which then waits for Python's lock; while the test's own threads
-    hold it, a late cycle loses the rest of its events (a burst of note-offs and All Notes Off was
-    heard only in part so)."""
+    rtmidi queues what arrives and a thread of this object takes it out, as the engine reads its input
+    (:class:`lofi_live.midi.input_reader.PolledInput`). With a Python callback, rtmidi calls Python from
+    JACK's process thread, which then waits for Python's lock; while the test's own threads hold it, a
+    late cycle loses the rest of its events (a burst of note-offs and All Notes Off was heard only in
+    part so). Each message is stamped with the time JACK's cycle handed it over: rtmidi's deltas are
+    on JACK's clock (``CLOCK_MONOTONIC_RAW``: within a few ppm of ``perf_counter``, measured), so their
+    running sum plus the least offset seen between it and the time a message was read (the most
+    prompt read so far, applied to every message when :meth:`snapshot` is called) gives that time,
+    whatever the delay before the reading thread took it."""
 
     def __init__(self, backend: str, name: str | None = None, also: Callable[[mido.Message], None] | None = None):
         self.name = name or unique("lofi-listen")
-        self.events: list[tuple[float, mido.Message]] = []
+        self._heard: list[tuple[float, mido.Message]] = []  # (rtmidi's clock, message)
+        self._offset = float("inf")  # perf_counter less rtmidi's clock: the least seen at a read
         self._lock = threading.Lock()
         self._also = also
         self.port = mido.Backend(backend).open_input(self.name, virtual=True, client_name=self.name)
-        self._reader = PolledInput(self.port, self._on, name=f"{self.name} reader")
+        self._rt = self.port._rt
+        self._rt.cancel_callback()  # rtmidi queues
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"{self.name} reader", daemon=True)
+        self._thread.start()
         self.jack_name = f"{self.name}:{self.name}"
 
-    def _on(self, message: mido.Message, stamp: float) -> None:
-        with self._lock:
-            self.events.append((stamp, message))
-        if self._also is not None:
-            self._also(message)
+    def _read(self) -> None:
+        elapsed = 0.0  # rtmidi's clock: seconds since the first message
+        while not self._stop.is_set():
+            read = []
+            while (event := self._rt.get_message()) is not None:
+                elapsed += event[1]
+                read.append((elapsed, mido.Message.from_bytes(event[0])))
+            if not read:
+                time.sleep(0.0005)
+                continue
+            with self._lock:
+                self._offset = min(self._offset, time.perf_counter() - elapsed)
+                self._heard += read
+            if self._also is not None:
+                for _, message in read:
+                    self._also(message)
 
     def snapshot(self) -> list[tuple[float, mido.Message]]:
+        """``(perf_counter time, message)`` for everything heard so far."""
         with self._lock:
-            return list(self.events)
+            return [(at + self._offset, message) for at, message in self._heard]
 
     def close(self) -> None:
-        self._reader.close()  # the reading thread first, then the port
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.port.close()
 
 
 class Player:
