@@ -9,6 +9,7 @@ then writes the ``--record`` file.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import queue
@@ -212,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     controls = load_controls(args)
     _check(args)
     _setup_logging(args.quiet)
+    # A crash inside a native library (libjack, Link, ONNX Runtime) prints every thread's Python stack
+    # on stderr: a musician's bug report then says where (the recording is written before the ports close).
+    faulthandler.enable(all_threads=True)
     # Threads hand the GIL over every 0.5 ms (default 5 ms), so the engine thread never waits long.
     sys.setswitchinterval(0.0005)
 
