@@ -15,6 +15,12 @@ comes from ``--source``:
 tick periods: the stalls a loaded machine gives the dummy server, made on purpose. Every later cycle
 then comes that much later in wall time; by arrival time alone a stall of a period is a lost tick.
 
+``faulty`` sends by the system clock, not JACK's: when the server stalls, what it sent meanwhile
+arrives bunched in one JACK cycle, and the frame times of its later ticks come early by the stall.
+Frame times then misplace its ticks, so that source is judged by a second listener in this process
+that stamps each event with the wall time of the JACK cycle it came in (rtmidi's deltas on JACK's
+clock): the clock the sender keeps.
+
 Each onset is placed on the ticks the listener saw, counted by time: a copy (less than half a
 period after the tick before) is dropped, a gap of about ``k`` periods counts ``k`` ticks (the ticks
 lost on the way), and an onset between two ticks is that far between their counts. Every gap
@@ -46,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -128,6 +135,38 @@ def onset_positions(events: list[tuple[int, list[str]]]) -> tuple[list[float], i
     return positions, len(ticks) - copies, counts[-1] + 1
 
 
+class WallListener:
+    """A JACK input in this process that records ``(microseconds of JACK's clock, bytes in hex)`` for
+    every event, stamped with the cycle it came in (rtmidi's deltas, summed): the wall clock."""
+
+    def __init__(self, name: str):
+        import mido
+
+        self.name = name
+        self.port = mido.Backend("mido.backends.rtmidi/UNIX_JACK").open_input(name, virtual=True, client_name=name)
+        self.port._rt.cancel_callback()
+        self.port._rt.ignore_types(timing=False)
+        self.events: list[tuple[int, list[str]]] = []
+        self._stop = False
+        self._elapsed = 0.0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            event = self.port._rt.get_message()
+            if event is None:
+                time.sleep(0.0005)
+                continue
+            self._elapsed += event[1]
+            self.events.append((round(self._elapsed * 1e6), [f"{byte:02x}" for byte in event[0]]))
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=1.0)
+        self.port.close()
+
+
 def hold_up(server: subprocess.Popen, seconds: float, stalls: int, seed: int) -> list[float]:
     """Wait ``seconds``, stopping ``server`` ``stalls`` times at even spacing meanwhile, each time for
     0.5 to 1.6 tick periods; the stalls made, in periods."""
@@ -156,7 +195,7 @@ def one_run(number: int, seconds: float, source: str, scratch: Path, server: sub
          "--model", str(ROOT / "exported_models" / "lofi-seed.json"), "--response-bars", "64", "--seed", "1",
          "--seed-midi", str(ROOT / "examples" / "continuation-grid.mid")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    clock, sent, made = None, None, []
+    clock, sent, made, wall = None, None, [], None
     try:
         wait_for(f"{name}:{name}")
         wait_for(f"{listen}:input")
@@ -173,13 +212,15 @@ def one_run(number: int, seconds: float, source: str, scratch: Path, server: sub
         else:
             sender = f"clock-check-sender-{number}"
             log = scratch / f"sent-{number}.json"
+            wall = WallListener(f"clock-check-wall-{number}")
             clock = subprocess.Popen([sys.executable, str(ROOT / "tests" / "clock_sender.py"), sender, "--bpm", str(BPM),
                                       "--seconds", str(seconds), "--seed", str(number), "--log", str(log)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             if clock.stdout.readline().strip() != "ready":
                 raise SystemExit("error: the clock sender did not start")
-            for port in (f"{name}:{name}", f"{listen}:input"):
+            for port in (f"{name}:{name}", f"{listen}:input", f"{wall.name}:{wall.name}"):
                 jack("jack_connect", f"{sender}:{sender}", port)
+            jack("jack_connect", f"{name} Out:{name}", f"{wall.name}:{wall.name}")
             clock.stdin.write("go\n")
             clock.stdin.flush()
             made = hold_up(server, seconds, stalls, number)
@@ -193,7 +234,10 @@ def one_run(number: int, seconds: float, source: str, scratch: Path, server: sub
         out, err = engine.communicate()
         time.sleep(0.2)
         stop(dump, signal.SIGTERM)
-    positions, seen, total = onset_positions(read_dump(dump_path.read_text()))
+        if wall is not None:
+            wall.close()
+    # the sender's clock: the wall clock for ``faulty``, JACK's sample clock for jack_midi_clock
+    positions, seen, total = onset_positions(wall.events if wall is not None else read_dump(dump_path.read_text()))
     line = re.search(r"MIDI clock: .*", out)
     engine_said = line.group(0) if line else (out + err).strip()[-300:]
     if len(positions) < 3:

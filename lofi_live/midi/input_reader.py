@@ -32,6 +32,10 @@ log = logging.getLogger("lofi_live.midi.ports")
 
 #: How long the reader sleeps when rtmidi's queue is empty (seconds): the most a message waits.
 POLL_SECONDS = 0.0005
+#: A stamp is never later than the one before plus rtmidi's delta to it and this (seconds): the reader
+#: thread can be held up for tens of milliseconds (Python's lock, a busy machine), rtmidi's deltas are
+#: JACK's cycle times; without the bound a lone tick read late looked like one after a lost tick.
+DELTA_SLACK = 0.002
 #: ``deliver(message, stamp)``: a parsed message (MalformedMessage for bad bytes) and its arrival time.
 Deliver = Callable[[Any, float], None]
 #: The start of the current JACK process cycle by the server's sample clock (seconds), None when unknown.
@@ -49,6 +53,14 @@ def arrival_times(deltas: list[float], now: float) -> list[float]:
     for delta in reversed(deltas[1:]):
         times.append(times[-1] - max(0.0, delta))
     return times[::-1]
+
+
+def _bounded(stamp: float, last: float, since: float) -> float:
+    """``stamp`` of a message that came ``since`` (rtmidi's deltas) after the one stamped ``last``: not
+    before ``last``, and not later than ``since`` (and :data:`DELTA_SLACK`) after it."""
+    if last == float("-inf"):
+        return stamp
+    return max(min(stamp, last + since + DELTA_SLACK), last)
 
 
 class PolledInput:
@@ -70,6 +82,7 @@ class PolledInput:
     def _run(self) -> None:
         get, deliver, frames = self._rt.get_message, self._deliver, self._frames
         last = last_frame = float("-inf")  # stamps never go back: a message of this read after those of the last
+        frame_room = 0.0  # rtmidi's deltas since the last message given a frame time
         while not self._stop.is_set():
             events = []
             try:
@@ -85,11 +98,15 @@ class PolledInput:
             stamps = arrival_times(deltas, time.perf_counter())
             frame_now = frames() if frames is not None else None
             frame_stamps = arrival_times(deltas, frame_now) if frame_now is not None else [None] * len(events)
-            for (data, _), stamp, frame in zip(events, stamps, frame_stamps):
-                last = stamp = max(stamp, last)
+            for (data, delta), stamp, frame in zip(events, stamps, frame_stamps):
+                # no later than the last stamp plus rtmidi's delta to it: a read held up stamps late
+                last = stamp = _bounded(stamp, last, delta)
+                frame_room += delta
                 message = parse_message(data)
                 if frame is not None and hasattr(message, "time"):
-                    last_frame = message.time = max(frame, last_frame)
+                    # the same for the sample clock, which moves no faster than JACK's own clock
+                    last_frame = message.time = _bounded(frame, last_frame, frame_room)
+                    frame_room = 0.0
                 try:
                     deliver(message, stamp)
                 except Exception:  # noqa: BLE001 - a failing receiver must not end the input
