@@ -45,6 +45,18 @@ def wait_for_ports(names: Sequence[str], timeout: float = 20.0, proc: subprocess
         time.sleep(0.05)
 
 
+def wait_for_connection(source: str, timeout: float = 5.0) -> None:
+    """Until JACK lists a connection of ``source`` (``jack_lsp -c``): a port opened by name (``--in``)
+    is an rtmidi client of its own, not the engine's virtual port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = subprocess.run(["jack_lsp", "-c", source], capture_output=True, text=True, timeout=10).stdout
+        if any(line.startswith((" ", "\t")) and line.strip() for line in listing.splitlines()):
+            return
+        assert time.monotonic() < deadline, f"{source} is not connected: {listing}"
+        time.sleep(0.05)
+
+
 def connect(source: str, destination: str) -> None:
     subprocess.run(["jack_connect", source, destination], check=True, capture_output=True, timeout=10)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from jack_helpers import ROOT, MidiDump, PrivateServer, connect, engine_command, engine_ports, still_sounding, unique, wait_for_ports
+from jack_helpers import ROOT, MidiDump, PrivateServer, connect, engine_command, engine_ports, still_sounding, unique, wait_for_connection, wait_for_ports
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -278,6 +278,7 @@ def test_a_player_named_with_in_quits_and_comes_back(tiny_model, jack_server, tm
         player = PlayerProcess(player.name)
         made.append(player)
         _one_line(engine, f"MIDI input '{player.jack_name}' is back", time.perf_counter(), within=2)
+        wait_for_connection(player.jack_name)  # the engine's input is connected to it again
         heard = dump.messages()
         since = heard[-1][0] if heard else -1.0
         player.do("phrase " + " ".join(map(str, SECOND)))
