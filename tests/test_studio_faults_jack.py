@@ -267,6 +267,7 @@ def test_a_player_named_with_in_quits_and_comes_back(tiny_model, jack_server, tm
         dump = MidiDump(tmp_path / "dump.txt")
         made.append(dump)
         connect(engine.output, dump.jack_name)
+        wait_for_connection(player.jack_name)  # the engine's input, opened by name, listens to the player
         time.sleep(0.3)
         player.do("phrase " + " ".join(map(str, FIRST)))
         _wait_for_answer(dump, 3, 10)
