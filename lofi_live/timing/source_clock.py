@@ -92,7 +92,7 @@ class SourceClockFollower:
         return self.counting.due(ahead)
 
     def due_frame(self, ahead: int = 1) -> float | None:
-        return self.counting.due_frame(ahead) if self.counting is self.on_frames else None
+        return self.counting.due_frame(ahead)  # None from the arrival follower: its line is on wall time
 
     def feed(self, now: float, frame: float | None = None) -> TickReading:
         """One tick arrived at ``now`` (``frame``: the same on JACK's sample clock, when known)."""
